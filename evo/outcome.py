@@ -1,0 +1,38 @@
+"""The named outcomes of evaluating one generated child (Algorithm 3, FILTERANDEVAL).
+
+Every child gets exactly one status. Statuses before ``TRAINED`` say at which stage of the
+cascade the child was dropped; the reason string says why, for a person to read.
+"""
+
+from __future__ import annotations
+
+PENDING = "pending"            # generated, not yet evaluated
+DUPLICATE = "duplicate"        # same normalised AST as an earlier program: evaluated once only
+SYNTAX_ERROR = "syntax_error"  # ast.parse or compile() rejected it
+FORBIDDEN = "forbidden"        # imports or names outside the allowlist
+BUILD_ERROR = "build_error"    # module definition or Model.init raised
+SHAPE_ERROR = "shape_error"    # output is not (batch, num_classes) finite logits
+BATCH_DEPENDENCE = "batch_dependence"  # an output row depends on another row of the batch
+TIMEOUT = "timeout"            # wall-clock or CPU-time limit of the sandbox
+MEMORY = "memory"              # memory limit of the sandbox
+CRASHED = "crashed"            # died or raised during training for another reason
+NAN = "nan"                    # loss or logits became NaN/inf during training
+FILTERED = "filtered"          # trained, but validation error >= alpha
+OK = "ok"                      # trained, error < alpha: scored and enters the history G
+
+# Trained to the end (ok, or filtered only by the alpha threshold): the child "works".
+WORKING = (OK, FILTERED)
+FAILED = (SYNTAX_ERROR, FORBIDDEN, BUILD_ERROR, SHAPE_ERROR, BATCH_DEPENDENCE,
+          TIMEOUT, MEMORY, CRASHED, NAN)
+
+
+class ChildFailure(Exception):
+    """Raised inside the sandbox by a task harness when a child fails a check.
+
+    ``status`` is one of the constants above; ``reason`` is a one-line explanation.
+    """
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
