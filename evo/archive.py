@@ -1,0 +1,283 @@
+"""The search archive: one SQLite database (WAL) per run folder, the record of truth.
+
+Table ``children`` holds one row per generated program (and per seed, ``round = -1``), inserted as
+soon as it is generated with status ``pending``. Its evaluation result is written once; triggers
+make a row final after that and forbid deletes, so nothing is ever overwritten or lost. ``rounds``
+records the parents chosen for each round and when it finished, ``prompts`` each prompt and whether
+all its samples were stored, ``events`` an append-only log (evaluation starts and finishes) that
+makes "no child was evaluated twice" checkable. Resume reads all of this back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from evo import outcome
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    parents TEXT NOT NULL,            -- JSON list of children.id used as in-context parents
+    selection TEXT,                   -- how they were chosen (e.g. "seeds", "paper_topk")
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    id INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,
+    prompt_index INTEGER NOT NULL,
+    parents TEXT NOT NULL,            -- JSON list of children.id in prompt order
+    target TEXT NOT NULL,             -- JSON target metrics written into the prompt
+    prompt TEXT NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (round, prompt_index)
+);
+CREATE TABLE IF NOT EXISTS children (
+    id INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,           -- -1: a seed program (initial population, not in the history G)
+    seed_name TEXT,
+    prompt_id INTEGER REFERENCES prompts(id),
+    sample_index INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 0,  -- 0: the prompt's first batch; >0: a resample after copies
+    parents TEXT,                     -- JSON list of children.id
+    prompt TEXT,
+    temperature REAL,
+    raw_completion TEXT,              -- what the LM wrote, before any repair
+    code TEXT NOT NULL,               -- the full program that is evaluated
+    code_hash TEXT NOT NULL,          -- sha256 of the normalised AST
+    repairs TEXT NOT NULL DEFAULT '[]',  -- JSON list of repairs applied to raw_completion
+    stop_reason TEXT,
+    duplicate_of INTEGER REFERENCES children(id),
+    status TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT,
+    num_params INTEGER,
+    val_accuracy REAL,
+    test_accuracy REAL,
+    fitness REAL,
+    lm_name TEXT,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    lm_seconds REAL,
+    eval_seconds REAL,
+    train_seconds REAL,
+    compile_seconds REAL,
+    isolation TEXT,
+    log_tail TEXT,
+    created_at REAL NOT NULL,
+    evaluated_at REAL
+);
+CREATE INDEX IF NOT EXISTS children_round ON children(round);
+CREATE INDEX IF NOT EXISTS children_hash ON children(code_hash);
+CREATE INDEX IF NOT EXISTS children_status ON children(status);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    round INTEGER,
+    child_id INTEGER,
+    detail TEXT
+);
+CREATE TRIGGER IF NOT EXISTS children_no_delete BEFORE DELETE ON children
+BEGIN SELECT RAISE(ABORT, 'children rows are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS children_final BEFORE UPDATE ON children
+WHEN OLD.status != 'pending' OR NEW.code IS NOT OLD.code OR NEW.code_hash IS NOT OLD.code_hash
+     OR NEW.raw_completion IS NOT OLD.raw_completion OR NEW.parents IS NOT OLD.parents
+BEGIN SELECT RAISE(ABORT, 'a child row is final once evaluated; its program never changes'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"""
+
+RESULT_COLUMNS = ("status", "reason", "num_params", "val_accuracy", "test_accuracy", "fitness",
+                  "eval_seconds", "train_seconds", "compile_seconds", "isolation", "log_tail")
+
+
+@dataclass
+class Child:
+    """A row of ``children`` as the search uses it."""
+    id: int
+    round: int
+    code: str
+    code_hash: str
+    status: str
+    num_params: Optional[int] = None
+    val_accuracy: Optional[float] = None
+    test_accuracy: Optional[float] = None
+    fitness: Optional[float] = None
+    seed_name: Optional[str] = None
+    parents: tuple = ()
+
+    @property
+    def scored(self) -> bool:
+        return self.status == outcome.OK
+
+
+class Archive:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the search thread and evaluator threads, serialised by a lock.
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, safe on kill -9
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- low level -------------------------------------------------------------------------------
+    def _exec(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, tuple(args))
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[dict]:
+        """Read-only helper for reports and tests."""
+        return [dict(r) for r in self._rows(sql, args)]
+
+    def transaction(self):
+        """``with archive.transaction():`` groups writes so a kill leaves all or none of them."""
+        return _Transaction(self)
+
+    # -- meta ------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> Optional[str]:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def log_event(self, kind: str, round: Optional[int] = None, child_id: Optional[int] = None,
+                  detail: Any = None) -> None:
+        self._exec("INSERT INTO events (at, kind, round, child_id, detail) VALUES (?, ?, ?, ?, ?)",
+                   (time.time(), kind, round, child_id, json.dumps(detail) if detail is not None else None))
+
+    # -- children --------------------------------------------------------------------------------
+    def find_by_hash(self, code_hash: str) -> Optional[int]:
+        rows = self._rows("SELECT id FROM children WHERE code_hash = ? ORDER BY id LIMIT 1", (code_hash,))
+        return rows[0]["id"] if rows else None
+
+    def insert_child(self, *, round: int, code: str, code_hash: str, **fields: Any) -> int:
+        """Insert a generated program. A program already in the archive becomes a ``duplicate``
+        of its first occurrence and is never evaluated again."""
+        with self._lock:
+            first = self.find_by_hash(code_hash)
+            if first is not None and "status" not in fields:
+                fields.update(status=outcome.DUPLICATE, duplicate_of=first,
+                              reason=f"same program (normalised AST) as child {first}", evaluated_at=time.time())
+            for key in ("parents", "repairs"):
+                if key in fields and not isinstance(fields[key], str):
+                    fields[key] = json.dumps(list(fields[key]))
+            cols = ["round", "code", "code_hash", "created_at", *fields]
+            vals = [round, code, code_hash, time.time(), *fields.values()]
+            cur = self._db.execute(
+                f"INSERT INTO children ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
+            return cur.lastrowid
+
+    def record_result(self, child_id: int, **result: Any) -> None:
+        unknown = set(result) - set(RESULT_COLUMNS)
+        if unknown:
+            raise KeyError(f"not result columns: {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in result)
+        with self._lock:
+            self._db.execute(f"UPDATE children SET {sets}, evaluated_at = ? WHERE id = ?",
+                             (*result.values(), time.time(), child_id))
+            self.log_event("evaluated", child_id=child_id, detail={"status": result.get("status")})
+
+    def _child(self, row: sqlite3.Row) -> Child:
+        return Child(id=row["id"], round=row["round"], code=row["code"], code_hash=row["code_hash"],
+                     status=row["status"], num_params=row["num_params"], val_accuracy=row["val_accuracy"],
+                     test_accuracy=row["test_accuracy"], fitness=row["fitness"], seed_name=row["seed_name"],
+                     parents=tuple(json.loads(row["parents"] or "[]")))
+
+    def children(self, where: str = "1", args: Iterable[Any] = ()) -> list[Child]:
+        return [self._child(r) for r in self._rows(f"SELECT * FROM children WHERE {where} ORDER BY id", args)]
+
+    def get(self, child_id: int) -> Child:
+        return self.children("id = ?", (child_id,))[0]
+
+    def pending(self, round: int) -> list[Child]:
+        return self.children("round = ? AND status = ?", (round, outcome.PENDING))
+
+    def seed_ids(self) -> dict[str, int]:
+        return {r["seed_name"]: r["id"] for r in self._rows("SELECT id, seed_name FROM children WHERE round = -1")}
+
+    def history(self) -> list[Child]:
+        """G of Algorithm 1: every scored child of every round (seeds excluded, as in the paper)."""
+        return self.children("round >= 0 AND status = ?", (outcome.OK,))
+
+    # -- rounds and prompts ----------------------------------------------------------------------
+    def round_parents(self, round: int) -> Optional[list[int]]:
+        rows = self._rows("SELECT parents FROM rounds WHERE round = ?", (round,))
+        return json.loads(rows[0]["parents"]) if rows else None
+
+    def start_round(self, round: int, parents: list[int], selection: str) -> None:
+        self._exec("INSERT INTO rounds (round, parents, selection, started_at) VALUES (?, ?, ?, ?)",
+                   (round, json.dumps(parents), selection, time.time()))
+
+    def finish_round(self, round: int) -> None:
+        self._exec("UPDATE rounds SET finished_at = ? WHERE round = ? AND finished_at IS NULL", (time.time(), round))
+
+    def round_finished(self, round: int) -> bool:
+        return bool(self._rows("SELECT 1 FROM rounds WHERE round = ? AND finished_at IS NOT NULL", (round,)))
+
+    def retired(self) -> set[int]:
+        """Children already used as parents: GETTOP retires them permanently."""
+        ids: set[int] = set()
+        for r in self._rows("SELECT parents, selection FROM rounds"):
+            if r["selection"] != "seeds":
+                ids.update(json.loads(r["parents"]))
+        return ids
+
+    def prompt_row(self, round: int, prompt_index: int) -> Optional[dict]:
+        rows = self._rows("SELECT * FROM prompts WHERE round = ? AND prompt_index = ?", (round, prompt_index))
+        return dict(rows[0]) if rows else None
+
+    def insert_prompt(self, round: int, prompt_index: int, parents: list[int], target: dict, prompt: str) -> int:
+        cur = self._exec("INSERT INTO prompts (round, prompt_index, parents, target, prompt) VALUES (?, ?, ?, ?, ?)",
+                         (round, prompt_index, json.dumps(parents), json.dumps(target), prompt))
+        return cur.lastrowid
+
+    def complete_prompt(self, prompt_id: int) -> None:
+        self._exec("UPDATE prompts SET complete = 1 WHERE id = ?", (prompt_id,))
+
+    def prompt_attempts(self, prompt_id: int) -> int:
+        rows = self._rows("SELECT MAX(attempt) AS a FROM children WHERE prompt_id = ?", (prompt_id,))
+        a = rows[0]["a"]
+        return -1 if a is None else a
+
+
+class _Transaction:
+    def __init__(self, archive: Archive):
+        self.a = archive
+
+    def __enter__(self):
+        self.a._lock.acquire()
+        self.a._db.execute("BEGIN IMMEDIATE")
+        return self.a
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.a._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.a._lock.release()

@@ -1,0 +1,135 @@
+"""Typed configuration: schemas for the search's own nodes, and checks that run before any compute.
+
+The YAML files in ``conf/`` hold the values (with a comment each); these dataclasses give them types,
+so ``search.rounds=ten`` fails at composition naming the key. Group nodes chosen by the user
+(``task``, ``lm``, ``selection``) are instantiated with ``_target_``. ``validate`` checks ranges and
+combinations that types cannot express, and says how to fix each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+@dataclass
+class SearchConfig:
+    rounds: int = 10                 # T
+    prompts_per_round: int = 10      # m
+    alpha: float = 0.5               # keep a child only if its validation error < alpha
+
+
+@dataclass
+class CrossMutConfig:
+    parents_per_prompt: int = 2
+    samples_per_prompt: int = 16
+    temperatures: List[float] = field(default_factory=lambda: [0.2, 0.6, 0.8, 1.0])
+    temperature_draw: str = "iid"
+    parents_with_replacement: bool = True
+    parent_order: str = "drawn"
+    size_factor: float = 0.9
+    accuracy_factor: float = 1.02
+    resample_copies: int = 0
+    max_body_lines: int = 16
+    max_repeats: int = 3
+    max_dropped_lines: int = 2
+    banned_words: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SandboxConfig:
+    timeout_s: float = 900.0
+    memory_mb: int = 4096
+    cpu_s: Optional[float] = None
+    max_file_mb: int = 64
+    threads: int = 1
+    isolation: str = "auto"
+
+
+@dataclass
+class EvaluatorConfig:
+    workers: int = 1
+
+
+@dataclass
+class AblationConfig:
+    name: str = "none"
+    prompt_tuning: bool = True
+    random_parents: bool = False
+    naive_fewshot: bool = False
+
+
+@dataclass
+class EvoConfig:
+    task: Any = MISSING
+    lm: Any = MISSING
+    selection: Any = MISSING
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    crossmut: CrossMutConfig = field(default_factory=CrossMutConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    seed: int = 0
+    run_dir: str = MISSING
+    cache_dir: str = MISSING
+    progress: bool = True
+    child_file: Optional[str] = None
+    experiment_name: str = "default"
+
+
+def register_configs() -> None:
+    """Register the schema that ``conf/config.yaml`` extends (called by the entry points, not on import)."""
+    ConfigStore.instance().store(name="evo_schema", node=EvoConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work. The message names the key and the fix."""
+
+
+def _fail(key: str, value: Any, why: str, fix: str) -> None:
+    raise ConfigError(f"Invalid configuration: {key}={value!r}. {why} Fix: {fix}")
+
+
+def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
+    """Checks that run before anything is loaded or trained."""
+    s, c, b = cfg.search, cfg.crossmut, cfg.sandbox
+    for key, value in (("search.rounds", s.rounds), ("search.prompts_per_round", s.prompts_per_round),
+                       ("crossmut.parents_per_prompt", c.parents_per_prompt),
+                       ("crossmut.samples_per_prompt", c.samples_per_prompt),
+                       ("evaluator.workers", cfg.evaluator.workers), ("sandbox.threads", b.threads),
+                       ("task.train_steps", cfg.task.train_steps), ("task.batch_size", cfg.task.batch_size),
+                       ("selection.survivors", cfg.selection.survivors)):
+        if value < 1:
+            _fail(key, value, "It counts something and must be at least 1.", f"pass {key}=1 or more.")
+    if c.resample_copies < 0:
+        _fail("crossmut.resample_copies", c.resample_copies, "It is a number of extra batches.",
+              "pass crossmut.resample_copies=0 (the paper) or more.")
+    if not 0 < s.alpha <= 1:
+        _fail("search.alpha", s.alpha, "alpha is the validation-error threshold of FILTERANDEVAL, in (0, 1].",
+              "pass search.alpha=0.5 (the paper's value).")
+    if not c.temperatures or any(t <= 0 for t in c.temperatures):
+        _fail("crossmut.temperatures", list(c.temperatures), "Sampling temperatures must be positive.",
+              "pass crossmut.temperatures=[0.2,0.6,0.8,1.0] (the paper's set).")
+    choices = {"crossmut.temperature_draw": (c.temperature_draw, ("iid", "cycle")),
+               "crossmut.parent_order": (c.parent_order, ("drawn", "fittest_last", "fittest_first")),
+               "sandbox.isolation": (b.isolation, ("auto", "bwrap", "none"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            _fail(key, value, f"Allowed values: {', '.join(allowed)}.", f"pass {key}={allowed[0]}.")
+    if b.timeout_s <= 0 or b.memory_mb < 256:
+        _fail("sandbox.timeout_s/memory_mb", (b.timeout_s, b.memory_mb),
+              "A child needs a positive timeout and at least 256 MB.", "pass sandbox.timeout_s=900 sandbox.memory_mb=4096.")
+    if cfg.task.eval_every < 1:
+        _fail("task.eval_every", cfg.task.eval_every, "Validation runs every eval_every steps.", "pass task.eval_every=250.")
+    if not 0 < cfg.task.learning_rate < 10:
+        _fail("task.learning_rate", cfg.task.learning_rate, "The AdamW learning rate must be positive.",
+              "pass task.learning_rate=0.01 (the paper's value).")
+    if needs_lm:
+        from evo.lm.hf import LMUnavailableError, check_available
+        try:
+            check_available(cfg.lm.model)
+        except LMUnavailableError as exc:
+            raise ConfigError(str(exc)) from None

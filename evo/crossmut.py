@@ -1,0 +1,80 @@
+"""CROSSMUT (Algorithm 2): the LM as crossover and mutation operator.
+
+For each of the m prompts of a round: draw k parents i.i.d. from the population P, write the
+few-shot prompt (``evo.prompt``), sample n children from the LM, and turn each sample into a
+program (``evo.repair``). Copies of a known program may be resampled (``resample_copies``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from evo.lm.base import Completion
+from evo.program import code_hash
+from evo.prompt import Example, make_fewshot_prompt, target_metrics
+from evo.repair import ClassRules, ClassStop, finish
+
+
+@dataclass
+class Sample:
+    """One LM sample turned into a program, ready to be stored in the archive."""
+    code: str
+    code_hash: str
+    repairs: list[str]
+    completion: Completion
+
+
+@dataclass
+class CrossMut:
+    parents_per_prompt: int = 2            # k: in-context parents per prompt
+    samples_per_prompt: int = 16           # n: samples drawn per prompt
+    temperatures: Sequence[float] = (0.2, 0.6, 0.8, 1.0)
+    temperature_draw: str = "iid"          # "iid": uniform per sample (paper); "cycle": each in turn
+    parents_with_replacement: bool = True  # paper: k examples drawn i.i.d. from Uniform(P)
+    parent_order: str = "drawn"            # "drawn" (paper), "fittest_last", "fittest_first"
+    size_factor: float = 0.9               # target num_params = 0.9 x smallest parent
+    accuracy_factor: float = 1.02          # target val_accuracy = 1.02 x best parent
+    resample_copies: int = 0               # extra batches per prompt to replace copies of known programs
+    max_body_lines: int = 16               # stop rule: a longer body is a runaway
+    max_repeats: int = 3                   # stop rule: identical lines in a row
+    max_dropped_lines: int = 2             # repair: most broken tail lines dropped from a cut-off sample
+    banned_words: Sequence[str] = field(default_factory=list)  # token sequences the LM may not write
+
+    def choose_parents(self, population: Sequence[Example], rng: random.Random) -> list[Example]:
+        k = self.parents_per_prompt
+        if self.parents_with_replacement or len(population) < k:
+            drawn = [rng.choice(population) for _ in range(k)]
+        else:
+            drawn = rng.sample(list(population), k)
+        fitness = lambda e: -(e.num_params * (1 - e.val_accuracy))
+        if self.parent_order == "fittest_last":
+            drawn.sort(key=fitness)
+        elif self.parent_order == "fittest_first":
+            drawn.sort(key=fitness, reverse=True)
+        return drawn
+
+    def draw_temperatures(self, count: int, rng: random.Random, offset: int = 0) -> list[float]:
+        temps = list(self.temperatures)
+        if self.temperature_draw == "cycle":
+            return [temps[(offset + i) % len(temps)] for i in range(count)]
+        return [rng.choice(temps) for _ in range(count)]
+
+    def make_prompt(self, task, parents: Sequence[Example]) -> tuple[str, dict]:
+        target = target_metrics(parents, self.size_factor, self.accuracy_factor)
+        return make_fewshot_prompt(task.prelude, parents, target, task.prefill), target
+
+    def rules(self, task) -> ClassRules:
+        return ClassRules(body_indent=task.body_indent, max_body_lines=self.max_body_lines,
+                          max_repeats=self.max_repeats, max_dropped_lines=self.max_dropped_lines)
+
+    def sample(self, lm, task, prompt: str, temperatures: Sequence[float], seed: int) -> list[Sample]:
+        rules = self.rules(task)
+        completions = lm.sample(prompt, temperatures, seed=seed, stop=ClassStop(task.prefill, rules),
+                                bad_words=[*self.banned_words, *task.banned_words])
+        samples = []
+        for c in completions:
+            code, repairs = finish(task.prelude, task.prefill, c.text, rules, task.num_classes)
+            samples.append(Sample(code=code, code_hash=code_hash(code), repairs=repairs, completion=c))
+        return samples

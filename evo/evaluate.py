@@ -1,0 +1,63 @@
+"""``python -m evo.evaluate child_file=PATH``: one program through exactly the search's FILTERANDEVAL path.
+
+    python -m evo.evaluate child_file=seeds/mnist1d/cnn.py
+    python -m evo.evaluate child_file=my_model.py task.train_steps=500 sandbox.timeout_s=60
+
+The last line of stdout is one JSON object: status (ok, or the failure kind), reason, num_params,
+val_accuracy, test_accuracy, fitness and timings. The exit code is 0 whenever the evaluation itself
+completed, whatever the child did; 2 for a bad config or an unreadable file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from evo.config import ConfigError, register_configs, validate
+from evo.run import CONF_DIR
+
+
+def evaluate_file(cfg: DictConfig) -> dict:
+    from evo.filter_eval import FilterAndEval
+    from evo.program import code_hash
+    from evo.sandbox import SandboxLimits
+
+    validate(cfg, needs_lm=False)
+    if not cfg.child_file:
+        raise ConfigError("child_file is not set. Fix: python -m evo.evaluate child_file=path/to/program.py")
+    path = Path(cfg.child_file).expanduser()
+    try:
+        code = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"child_file={cfg.child_file!r} cannot be read ({exc.__class__.__name__}: {exc}). "
+                          "Fix: pass the path of a readable UTF-8 Python file.") from None
+    task = instantiate(cfg.task)
+    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
+    evaluate = FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha)
+    result = evaluate(code).as_dict()
+    result.pop("log_tail")
+    return {"child_file": str(path), "code_hash": code_hash(code), **result}
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = evaluate_file(cfg)
+    except ConfigError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    register_configs()
+    # One program needs no run folder of its own: keep Hydra's files out of outputs/.
+    sys.argv += ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
+                 "hydra/hydra_logging=disabled"]
+    main()

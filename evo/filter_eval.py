@@ -1,0 +1,72 @@
+"""FILTERANDEVAL (Algorithm 3): static checks, then build, shape checks and training in the sandbox,
+then the alpha filter and the fitness.
+
+Cascade: syntax and compile -> import/name allowlist (here, on the text) -> sandboxed process:
+build, output shape, batch independence, training -> validation error < alpha -> fitness.
+A failure at any stage is a status and a reason, never an exception: the search goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from evo import outcome
+from evo.program import check_static
+from evo.sandbox import SandboxLimits, run_in_sandbox
+from evo.tasks.base import Prepared, Task
+
+
+def fitness(num_params: int, val_accuracy: float) -> float:
+    """The paper's fitness: -(model size x validation error); higher is better."""
+    return -(num_params * (1.0 - val_accuracy))
+
+
+@dataclass
+class Evaluation:
+    status: str
+    reason: str = ""
+    num_params: Optional[int] = None
+    val_accuracy: Optional[float] = None
+    test_accuracy: Optional[float] = None
+    fitness: Optional[float] = None
+    eval_seconds: Optional[float] = None
+    train_seconds: Optional[float] = None
+    compile_seconds: Optional[float] = None
+    isolation: Optional[str] = None
+    log_tail: Optional[str] = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class FilterAndEval:
+    def __init__(self, task: Task, prepared: Prepared, limits: SandboxLimits, alpha: float,
+                 scratch_root: Optional[Path] = None):
+        self.task, self.prepared, self.limits, self.alpha = task, prepared, limits, alpha
+        self.scratch_root = str(scratch_root) if scratch_root else None
+
+    def __call__(self, code: str) -> Evaluation:
+        t0 = time.time()
+        failed = check_static(code, self.task.allowed_imports)
+        if failed:
+            return Evaluation(status=failed[0], reason=failed[1], eval_seconds=time.time() - t0)
+        res = run_in_sandbox(self.task.harness, self.prepared.harness_kwargs, code, self.limits,
+                             readonly_paths=self.prepared.readonly_paths, scratch_root=self.scratch_root)
+        ev = Evaluation(status=res.status, reason=res.reason, eval_seconds=res.wall_s,
+                        isolation=res.isolation, log_tail=res.log_tail or None)
+        if res.status != outcome.OK:
+            return ev
+        p = res.payload
+        ev.num_params, ev.val_accuracy, ev.test_accuracy = int(p["num_params"]), float(p["val_accuracy"]), float(p["test_accuracy"])
+        ev.train_seconds, ev.compile_seconds = p.get("train_s"), p.get("compile_s")
+        error = 1.0 - ev.val_accuracy
+        if error >= self.alpha:
+            ev.status = outcome.FILTERED
+            ev.reason = f"validation error {error:.3f} >= alpha {self.alpha}"
+        else:
+            ev.reason = f"best validation accuracy {ev.val_accuracy:.4f} at step {p.get('best_step')}"
+            ev.fitness = fitness(ev.num_params, ev.val_accuracy)
+        return ev

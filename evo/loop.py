@@ -1,0 +1,214 @@
+"""Algorithm 1: the EvoPrompting meta-learning loop, resumable from the archive at any point.
+
+    P <- seeds (evaluated like any child; never part of the history G)
+    for t in 0..T-1:
+        C    <- CROSSMUT(LM, P, m, k, n)          evo.crossmut
+        C_ev <- FILTERANDEVAL(C, alpha)           evo.filter_eval (children run in the sandbox)
+        G    <- G + C_ev                          evo.archive (children with status ok)
+        P    <- GETTOP(G, p)  (before round t+1)  evo.selection
+    return GETTOP(G, p)
+
+Every step is written to the archive before the next one starts, and every random choice is
+seeded by (seed, round, prompt, attempt), so a run killed at any moment and started again with
+the same run folder continues where it stopped and ends as if it had never stopped. Children are
+evaluated by a small pool of threads (each child in its own sandboxed process) while the LM keeps
+sampling, so LM time and training time overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from tqdm.auto import tqdm
+
+from evo import outcome
+from evo.archive import Archive, Child
+from evo.crossmut import CrossMut
+from evo.filter_eval import FilterAndEval
+from evo.prompt import Example
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(*parts) -> int:
+    """A stable 31-bit seed from any parts (str hash is salted per process, so not that)."""
+    import hashlib
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class SearchSettings:
+    rounds: int
+    prompts_per_round: int
+    seed: int = 0
+    workers: int = 1
+    progress: bool = True
+
+
+@dataclass
+class EvoPrompting:
+    settings: SearchSettings
+    task: object
+    crossmut: CrossMut
+    selection: Callable
+    evaluate: FilterAndEval
+    archive: Archive
+    lm_factory: Callable[[], object]   # loads the LM on first use: a finished run never loads it
+    _lm: Optional[object] = field(default=None, init=False)
+    _submitted: set = field(default_factory=set, init=False)
+
+    @property
+    def lm(self):
+        if self._lm is None:
+            self._lm = self.lm_factory()
+        return self._lm
+
+    # -- evaluation, in a thread pool; each child runs in its own sandboxed process ---------------
+    def _evaluate_child(self, child: Child) -> None:
+        self.archive.log_event("eval_started", round=child.round, child_id=child.id)
+        ev = self.evaluate(child.code)
+        self.archive.record_result(child.id, **ev.as_dict())
+
+    def _submit(self, pool: ThreadPoolExecutor, children: list[Child], bar) -> list[Future]:
+        futures = []
+        for child in children:
+            if child.id in self._submitted or child.status != outcome.PENDING:
+                continue
+            self._submitted.add(child.id)
+            fut = pool.submit(self._evaluate_child, child)
+            if bar is not None:
+                bar.total = (bar.total or 0) + 1
+                bar.refresh()
+                fut.add_done_callback(lambda _f: bar.update(1))
+            futures.append(fut)
+        return futures
+
+    @staticmethod
+    def _wait(futures: list[Future]) -> None:
+        for f in futures:
+            f.result()  # re-raises a bug in our own evaluation code; child failures are statuses
+
+    # -- Algorithm 1 ------------------------------------------------------------------------------
+    def run(self) -> None:
+        with ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="eval") as pool:
+            self._seed_population(pool)
+            for t in range(self.settings.rounds):
+                if self.archive.round_finished(t):
+                    continue
+                self._round(t, pool)
+
+    def _seed_population(self, pool) -> None:
+        known = self.archive.seed_ids()
+        from evo.program import code_hash
+        for name, code in self.task.seed_programs().items():
+            if name not in known:
+                self.archive.insert_child(round=-1, seed_name=name, code=code, code_hash=code_hash(code))
+        pending = self.archive.pending(-1)
+        if pending:
+            bar = self._bar("seeds: evaluating", unit="child")
+            if bar is not None:
+                bar.total = 0
+            self._wait(self._submit(pool, pending, bar))
+            self._close(bar)
+
+    def _population(self, t: int) -> tuple[list[int], str]:
+        """The parents of round t: the seeds for round 0, then GETTOP of the history."""
+        stored = self.archive.round_parents(t)
+        if stored is not None:
+            return stored, "stored"
+        # Every seed that trained is a round-0 parent, even one above the alpha threshold: the seeds are
+        # the hand-designed starting population, scored but not filtered (they never enter G).
+        seeds = [c.id for c in self.archive.children("round = -1 AND status IN (?, ?)", outcome.WORKING)]
+        if t == 0:
+            parents, how = seeds, "seeds"
+        else:
+            rng = random.Random(derive_seed(self.settings.seed, "select", t))
+            chosen = self.selection(self.archive.history(), self.archive.retired(), rng)
+            parents, how = [c.id for c in chosen], getattr(self.selection, "name", "selection")
+            if not parents:
+                # [not in paper] nothing scored yet (or all retired): prompt with the previous parents again
+                parents, how = self.archive.round_parents(t - 1) or seeds, "fallback_previous"
+                log.warning("round %d: no unretired scored child to select; reusing the previous parents", t)
+        if not parents:
+            raise RuntimeError("no seed program trained successfully, so there is nothing to prompt with; "
+                               "check the seeds with `python -m evo.evaluate child_file=seeds/...`")
+        self.archive.start_round(t, parents, how)
+        return parents, how
+
+    def _round(self, t: int, pool) -> None:
+        parent_ids, _ = self._population(t)
+        population = [self._example(self.archive.get(i)) for i in parent_ids]
+        m, n = self.settings.prompts_per_round, self.crossmut.samples_per_prompt
+        round_label = f"round {t + 1}/{self.settings.rounds}"
+        eval_bar = self._bar(f"{round_label} evaluating", unit="child", position=1)
+        futures = self._submit(pool, self.archive.pending(t), eval_bar)  # left over from a killed run
+        sample_bar = self._bar(f"{round_label} sampling", total=m * n, unit="sample", position=0)
+        for j in range(m):
+            futures += self._prompt(t, j, population, pool, eval_bar, sample_bar)
+        self._close(sample_bar)
+        futures += self._submit(pool, self.archive.pending(t), eval_bar)
+        self._wait(futures)
+        self._close(eval_bar)
+        self.archive.finish_round(t)
+        self.archive.log_event("round_finished", round=t)
+
+    def _prompt(self, t: int, j: int, population: list[Example], pool, eval_bar, sample_bar) -> list[Future]:
+        n = self.crossmut.samples_per_prompt
+        row = self.archive.prompt_row(t, j)
+        if row is not None and row["complete"]:
+            sample_bar and sample_bar.update(n)
+            return []
+        rng = random.Random(derive_seed(self.settings.seed, "prompt", t, j))
+        parents = self.crossmut.choose_parents(population, rng)
+        prompt, target = self.crossmut.make_prompt(self.task, parents)
+        parent_ids = [p.child_id for p in parents]
+        prompt_id = row["id"] if row else self.archive.insert_prompt(t, j, parent_ids, target, prompt)
+        futures = []
+        attempt = self.archive.prompt_attempts(prompt_id) + 1
+        count = n if attempt == 0 else self._copies(prompt_id, attempt - 1)
+        while count and attempt <= self.crossmut.resample_copies:
+            temps = self.crossmut.draw_temperatures(
+                count, random.Random(derive_seed(self.settings.seed, "temps", t, j, attempt)))
+            samples = self.crossmut.sample(self.lm, self.task, prompt, temps,
+                                           seed=derive_seed(self.settings.seed, "lm", t, j, attempt))
+            with self.archive.transaction():  # a batch is stored whole or not at all
+                for i, s in enumerate(samples):
+                    c = s.completion
+                    self.archive.insert_child(
+                        round=t, code=s.code, code_hash=s.code_hash, prompt_id=prompt_id, sample_index=i,
+                        attempt=attempt, parents=parent_ids, prompt=prompt, temperature=c.temperature,
+                        raw_completion=c.text, repairs=s.repairs, stop_reason=c.stop_reason,
+                        lm_name=self.lm.name, tokens_in=c.tokens_in, tokens_out=c.tokens_out, lm_seconds=c.seconds)
+            if sample_bar is not None and attempt == 0:
+                sample_bar.update(len(samples))
+            futures += self._submit(pool, self.archive.pending(t), eval_bar)
+            count = self._copies(prompt_id, attempt)
+            attempt += 1
+        self.archive.complete_prompt(prompt_id)
+        return futures
+
+    def _copies(self, prompt_id: int, attempt: int) -> int:
+        return len(self.archive.query(
+            "SELECT id FROM children WHERE prompt_id = ? AND attempt = ? AND status = ?",
+            (prompt_id, attempt, outcome.DUPLICATE)))
+
+    @staticmethod
+    def _example(child: Child) -> Example:
+        return Example(code=child.code, num_params=child.num_params, val_accuracy=child.val_accuracy,
+                       child_id=child.id)
+
+    # -- progress ---------------------------------------------------------------------------------
+    def _bar(self, desc: str, total: Optional[int] = None, unit: str = "it", position: int = 0):
+        if not self.settings.progress:
+            return None
+        return tqdm(total=total, desc=desc, unit=unit, position=position, leave=True, dynamic_ncols=True)
+
+    @staticmethod
+    def _close(bar) -> None:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,90 @@
+"""Static facts about a program's source: does it parse and compile, what may it import, its identity.
+
+These are the cheap first stages of FILTERANDEVAL. They run in the search process on the *text*
+only (``ast``/``compile`` never execute the code); everything that executes it runs in the sandbox.
+The allowlist is a filter, not the security boundary: the sandbox is.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from typing import Optional, Sequence
+
+from evo import outcome
+
+# Builtins and attributes that let code escape the model-definition language.
+BANNED_NAMES = frozenset({
+    "eval", "exec", "compile", "open", "__import__", "globals", "locals", "vars", "getattr", "setattr",
+    "delattr", "input", "breakpoint", "exit", "quit", "help", "memoryview", "__builtins__", "__loader__",
+    "__spec__",
+})
+ALLOWED_DUNDERS = frozenset({"__call__", "__init__", "__name__", "__doc__"})
+
+
+def check_static(code: str, allowed_imports: Sequence[str]) -> Optional[tuple[str, str]]:
+    """Return ``(status, reason)`` when the program fails a static check, else None."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        return outcome.SYNTAX_ERROR, f"line {exc.lineno}: {exc.msg}"
+    try:  # ast.parse accepts some code that compile() rejects (e.g. a repeated keyword argument)
+        compile(code, "child.py", "exec")
+    except (SyntaxError, ValueError) as exc:
+        return outcome.SYNTAX_ERROR, f"line {getattr(exc, 'lineno', '?')}: {getattr(exc, 'msg', exc)}"
+    allowed = set(allowed_imports)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                return outcome.FORBIDDEN, f"line {node.lineno}: relative import"
+            names = [node.module or ""]
+        else:
+            names = []
+        for name in names:
+            if not any(name == a or name.startswith(a + ".") for a in allowed):
+                return outcome.FORBIDDEN, f"line {node.lineno}: import of {name!r} is not allowed (allowed: {', '.join(sorted(allowed))})"
+        if isinstance(node, ast.Name) and node.id in BANNED_NAMES:
+            return outcome.FORBIDDEN, f"line {node.lineno}: use of {node.id!r} is not allowed"
+        if isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
+            return outcome.FORBIDDEN, f"line {node.lineno}: attribute {node.attr!r} is not allowed"
+    if not any(isinstance(n, ast.ClassDef) and n.name == "Model" for n in tree.body):
+        return outcome.BUILD_ERROR, "the program defines no top-level `class Model`"
+    return None
+
+
+class _StripDocstrings(ast.NodeTransformer):
+    def _strip(self, node):
+        self.generic_visit(node)
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+        return node
+
+    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _strip
+
+
+def code_hash(code: str) -> str:
+    """Identity of a program: sha256 of its AST without docstrings, comments or formatting.
+
+    Two samples that differ only in whitespace, comments or docstrings are the same program and
+    are evaluated once. Code that does not parse is hashed as text (after stripping blank ends)."""
+    try:
+        tree = _StripDocstrings().visit(ast.parse(code))
+        text = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    except SyntaxError:
+        text = "\n".join(line.rstrip() for line in code.strip().splitlines())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_class_source(code: str) -> str:
+    """The ``class Model`` block of a program: what a prompt shows of a parent (imports are shared)."""
+    tree = ast.parse(code)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Model":
+            lines = code.splitlines()
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            return "\n".join(lines[start:node.end_lineno]).rstrip()
+    raise ValueError("no class Model in program")

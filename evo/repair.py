@@ -1,0 +1,105 @@
+"""From an LM sample to a child program: where to stop sampling, and the repairs of a cut-off sample.
+
+Small code LMs keep writing past the end of the class (a second class, a training loop) or stack
+layers until the token cap. ``ClassStop`` ends a sequence as soon as the class body is complete,
+so one runaway sample does not cost the whole batch's time. ``finish`` turns the text into a
+program; everything it had to change is returned as a list of repairs and stored on the child's row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+@dataclass(frozen=True)
+class ClassRules:
+    """Where a sampled class body ends. ``body_indent`` is the indentation of ``__call__``'s body."""
+    body_indent: int = 8
+    max_body_lines: int = 16      # a longer body is a runaway stack of layers: stop and close it
+    max_repeats: int = 3          # this many identical lines in a row is a loop: stop
+    max_dropped_lines: int = 2    # repair at most this many broken tail lines; more would keep a trivial stub
+
+    def end(self, full: str, final: bool) -> Optional[tuple[int, str]]:
+        """Scan the complete lines of ``full`` (prefill + completion). Return (number of lines to keep,
+        why) at the first end point, else None. ``final``: the text will not grow any more."""
+        lines = full.split("\n")
+        complete = lines if final else lines[:-1]
+        body_start = next((i + 1 for i, l in enumerate(complete) if l.lstrip().startswith("def __call__")), None)
+        if body_start is None:
+            return None
+        run, previous = 0, None
+        for i in range(1, len(complete)):
+            line = complete[i]
+            if not line.strip():
+                continue
+            if _indent(line) == 0:
+                return i, "class_closed"          # a column-0 line: the class is over
+            if i >= body_start and line.strip().startswith("return") and _indent(line) == self.body_indent:
+                return i + 1, "return"
+            run = run + 1 if line == previous else 1
+            previous = line
+            if run >= self.max_repeats:
+                return i - run + 2, "repetition"  # keep one copy of the repeated line
+            if i >= body_start and i - body_start + 1 > self.max_body_lines:
+                return i, "too_long"
+        return None
+
+
+class ClassStop:
+    """The LM's per-sequence stop rule: the completion (after the prefill) has reached an end point."""
+
+    def __init__(self, prefill: str, rules: ClassRules):
+        self.prefill, self.rules = prefill, rules
+
+    def __call__(self, completion: str) -> bool:
+        return self.rules.end(self.prefill + completion, final=False) is not None
+
+
+CLOSING_RETURN = "return nn.Dense({num_classes})(x.reshape((x.shape[0], -1)))"
+
+
+def finish(prelude: str, prefill: str, completion: str, rules: ClassRules,
+           num_classes: int = 10) -> tuple[str, list[str]]:
+    """Turn a sampled completion into a full program. Returns (program, repairs)."""
+    full = prefill + completion
+    end = rules.end(full, final=True)
+    lines = full.rstrip().split("\n") if end is None else full.split("\n")[:end[0]]
+    repairs: list[str] = []
+    why = end[1] if end else "cut_off"
+    if why in ("repetition", "too_long"):
+        repairs.append(f"cut_{why}")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if why != "return" and why != "class_closed":
+        if end is None and not completion.endswith("\n"):
+            lines.pop()  # the sample hit the token cap mid-line: that last line is incomplete
+            repairs.append("dropped_cutoff_line")
+    has_return = any(l.strip().startswith("return") and _indent(l) == rules.body_indent for l in lines)
+    if not has_return:
+        closing = " " * rules.body_indent + CLOSING_RETURN.format(num_classes=num_classes)
+        # Drop trailing lines that do not compile (an unclosed bracket, a half statement) until the
+        # body plus the closing return compiles: a cut-off tail is the usual reason a sample fails.
+        dropped = 0
+        body_start = next(i + 1 for i, l in enumerate(lines) if l.lstrip().startswith("def __call__"))
+        while (len(lines) > body_start and dropped < rules.max_dropped_lines
+               and not _compiles(prelude, lines + [closing])):
+            lines.pop()
+            dropped += 1
+        if dropped:
+            repairs.append(f"dropped_tail_lines:{dropped}")
+        lines.append(closing)
+        repairs.append("closed_with_return")
+    return prelude.strip() + "\n\n\n" + "\n".join(lines) + "\n", repairs
+
+
+def _compiles(prelude: str, lines: list[str]) -> bool:
+    try:
+        compile(prelude + "\n" + "\n".join(lines) + "\n", "child.py", "exec")
+        return True
+    except (SyntaxError, ValueError):
+        return False

@@ -1,0 +1,114 @@
+"""``python -m evo.run``: an EvoPrompting search, composed by Hydra from the config groups in ``conf/``.
+
+    python -m evo.run experiment=demo                 # a short real search on a CPU (~15 min)
+    python -m evo.run                                 # the paper's settings (T=10, m=10, n=16)
+    python -m evo.run hydra.run.dir=outputs/my_run    # resume (or start) the run in that folder
+    python -m evo.run --cfg job                       # print the composed config
+
+The run folder holds ``archive.sqlite`` (every child, append-only), ``summary.md``/``summary.json``,
+``pareto.png`` and Hydra's ``.hydra/`` with the resolved config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from evo.config import ConfigError, register_configs, validate
+
+log = logging.getLogger("evo")
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# Keys that shape the search: a resumed run must agree on them with the run it continues.
+_RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "seed", "lm.model")
+
+
+def _fingerprint(cfg: DictConfig) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    out = {}
+    for key in _RESUME_KEYS:
+        node = plain
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key] = node
+    out["search"] = {k: v for k, v in (out["search"] or {}).items() if k != "rounds"}  # more rounds may be added
+    return out
+
+
+def _check_resume(archive, cfg: DictConfig) -> bool:
+    """Store the run's config on first start; on resume, refuse a config that changes the search."""
+    new = _fingerprint(cfg)
+    stored = archive.get_meta("fingerprint")
+    if stored is None:
+        archive.set_meta("fingerprint", json.dumps(new, sort_keys=True))
+        return False
+    old = json.loads(stored)
+    changed = sorted(k for k in new if old.get(k) != new[k])
+    if changed:
+        raise ConfigError(
+            f"The run folder {cfg.run_dir} holds a search with different settings for: {', '.join(changed)}. "
+            "Resuming would mix two searches in one archive. Fix: pass the same overrides as the original "
+            "run (see its .hydra/overrides.yaml), or start a new run folder (leave hydra.run.dir unset).")
+    return True
+
+
+def run(cfg: DictConfig) -> float:
+    """Build every component from the config, run Algorithm 1, report. Returns the best fitness."""
+    from evo.archive import Archive
+    from evo.crossmut import CrossMut
+    from evo.filter_eval import FilterAndEval
+    from evo.loop import EvoPrompting, SearchSettings
+    from evo.report import write_report
+    from evo.sandbox import SandboxLimits, describe_isolation
+
+    validate(cfg)
+    run_dir, cache_dir = Path(cfg.run_dir), Path(os.path.expanduser(cfg.cache_dir))
+    archive = Archive(run_dir / "archive.sqlite")
+    resumed = _check_resume(archive, cfg)
+    print(f"Run folder: {run_dir}" + ("  (resuming)" if resumed else ""), flush=True)
+
+    task = instantiate(cfg.task)
+    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
+    log.info("sandbox: %s", describe_isolation(limits))
+    if cfg.ablation.prompt_tuning:
+        log.info("soft prompt tuning between rounds is not implemented yet: every round samples the base LM")
+    evaluate = FilterAndEval(task, task.prepare(cache_dir), limits, cfg.search.alpha, scratch_root=None)
+    search = EvoPrompting(
+        settings=SearchSettings(rounds=cfg.search.rounds, prompts_per_round=cfg.search.prompts_per_round,
+                                seed=cfg.seed, workers=cfg.evaluator.workers, progress=cfg.progress),
+        task=task,
+        crossmut=CrossMut(**OmegaConf.to_container(cfg.crossmut)),
+        selection=instantiate(cfg.selection),
+        evaluate=evaluate,
+        archive=archive,
+        lm_factory=lambda: instantiate(cfg.lm),
+    )
+    search.run()
+    summary = write_report(archive, run_dir, survivors=cfg.selection.survivors)
+    print(summary["text"], flush=True)
+    print(f"\nRun folder: {run_dir}\n  archive: {run_dir / 'archive.sqlite'}\n  summary: {run_dir / 'summary.md'}"
+          f"\n  Pareto plot: {run_dir / 'pareto.png'}", flush=True)
+    archive.close()
+    return summary["best_fitness"] if summary["best_fitness"] is not None else float("-inf")
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)
+    except ConfigError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()

@@ -1,0 +1,43 @@
+"""The MNIST-1D task of the paper: a child is a Flax ``Model`` from (batch, 40) to (batch, 10) logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from evo.tasks.base import Prepared, Task
+
+PRELUDE = "import flax.linen as nn\nimport jax.numpy as jnp"
+PREFILL = "class Model(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n        x ="
+
+
+class MNIST1DTask(Task):
+    name = "mnist1d"
+    prelude = PRELUDE
+    prefill = PREFILL
+    num_classes = 10
+    harness = "evo.tasks.mnist1d.harness:evaluate_source"
+
+    def __init__(self, train_steps: int = 8000, batch_size: int = 128, learning_rate: float = 0.01,
+                 weight_decay: float = 1e-4, eval_every: int = 250, val_size: int = 500,
+                 dataset_seed: int = 42, split_seed: int = 0, train_seed: int = 0,
+                 allowed_imports: Sequence[str] = ("flax", "jax", "numpy", "math", "functools"),
+                 seeds_dir: Optional[str] = None, banned_words: Sequence[str] = (), name: str = "mnist1d"):
+        self.train_kwargs = dict(steps=train_steps, batch_size=batch_size, learning_rate=learning_rate,
+                                 weight_decay=weight_decay, eval_every=eval_every, seed=train_seed)
+        self.data_kwargs = dict(dataset_seed=dataset_seed, val_size=val_size, split_seed=split_seed)
+        self.allowed_imports = list(allowed_imports)
+        self.seeds_dir = seeds_dir
+        self.banned_words = list(banned_words)
+
+    def data_path(self, cache_dir: Path) -> Path:
+        d = self.data_kwargs
+        return Path(cache_dir) / "data" / f"mnist1d_s{d['dataset_seed']}_v{d['val_size']}_p{d['split_seed']}.npz"
+
+    def prepare(self, cache_dir: Path) -> Prepared:
+        """Generate the splits once (< 1 s) into the cache; children read the file, read-only."""
+        from evo.tasks.mnist1d.data import make_splits, save_splits
+        path = self.data_path(cache_dir)
+        if not path.exists():
+            save_splits(make_splits(**self.data_kwargs), path)
+        return Prepared(harness_kwargs={"data_path": str(path), **self.train_kwargs}, readonly_paths=[str(path)])

@@ -1,0 +1,32 @@
+"""Shared fixtures: the real config tree composed with Hydra, shrunk for tests."""
+
+from __future__ import annotations
+
+import os
+
+# Two shared cores: one thread per library, set before jax/torch are imported anywhere.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from evo.config import register_configs
+from evo.run import CONF_DIR
+
+
+def compose_cfg(overrides=(), tmp_path=None):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    def make(*overrides):
+        return compose_cfg([f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", *overrides])
+    return make

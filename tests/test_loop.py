@@ -1,0 +1,121 @@
+"""The search loop end to end with a real (tiny) LM, the real sandbox and real JAX training;
+resume after SIGKILL with no child evaluated twice and the same final archive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny_lm import build_tiny_lm
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+def search_cmd(run_dir, lm_dir, cache_dir, *extra):
+    return [sys.executable, "-m", "evo.run", "lm=hf", f"lm.model={lm_dir}", "lm.max_new_tokens=60",
+            "search.rounds=2", "search.prompts_per_round=2", "crossmut.samples_per_prompt=3",
+            "task.train_steps=40", "task.eval_every=20", "selection.survivors=2", "progress=false",
+            f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}", *extra]
+
+
+def rows(run_dir, sql):
+    db = sqlite3.connect(Path(run_dir) / "archive.sqlite")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute(sql)]
+    finally:
+        db.close()
+
+
+def test_search_end_to_end(tiny_lm, tmp_path):
+    run_dir = tmp_path / "run"
+    r = subprocess.run(search_cmd(run_dir, tiny_lm, tmp_path / "cache"), cwd=REPO, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    children = rows(run_dir, "SELECT * FROM children ORDER BY id")
+    seeds = [c for c in children if c["round"] == -1]
+    assert sorted(c["seed_name"] for c in seeds) == ["cnn", "gru", "mlp", "residual_cnn"]
+    assert all(c["status"] in ("ok", "filtered") and c["num_params"] > 0 for c in seeds)
+    generated = [c for c in children if c["round"] >= 0]
+    assert len(generated) == 2 * 2 * 3 and all(c["status"] != "pending" for c in generated)
+    for c in generated:  # every row carries its provenance
+        assert c["prompt"] and c["raw_completion"] is not None and c["temperature"] in (0.2, 0.6, 0.8, 1.0)
+        assert len(json.loads(c["parents"])) == 2 and c["lm_name"] and c["tokens_out"] > 0
+        assert c["code"].startswith("import flax.linen as nn")
+    rounds = rows(run_dir, "SELECT * FROM rounds ORDER BY round")
+    assert [r["round"] for r in rounds] == [0, 1] and all(r["finished_at"] for r in rounds)
+    assert rounds[0]["selection"] == "seeds"
+    # No program is evaluated twice: one 'evaluated' event per non-duplicate row.
+    evaluated = rows(run_dir, "SELECT child_id, COUNT(*) AS n FROM events WHERE kind = 'evaluated' GROUP BY child_id")
+    assert all(e["n"] == 1 for e in evaluated)
+    for name in ("summary.md", "summary.json", "pareto.png"):
+        assert (run_dir / name).stat().st_size > 0
+    assert "New, distinct, working children" in r.stdout and str(run_dir) in r.stdout
+
+    # Running the same command on a finished run changes nothing and loads no LM.
+    again = subprocess.run(search_cmd(run_dir, tiny_lm, tmp_path / "cache"), cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "(resuming)" in again.stdout
+    assert rows(run_dir, "SELECT COUNT(*) AS n FROM children")[0]["n"] == len(children)
+
+    # A resumed run must not silently change the search.
+    changed = subprocess.run(search_cmd(run_dir, tiny_lm, tmp_path / "cache", "search.alpha=0.3"), cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 2 and "different settings for: search" in changed.stderr
+
+
+def _signature(run_dir):
+    return [(c["round"], c["prompt_id"], c["sample_index"], c["code_hash"], c["status"], c["fitness"])
+            for c in rows(run_dir, "SELECT * FROM children ORDER BY id")]
+
+
+def test_resume_after_sigkill_is_as_if_never_stopped(tiny_lm, tmp_path):
+    cache = tmp_path / "cache"
+    reference = tmp_path / "reference"
+    r = subprocess.run(search_cmd(reference, tiny_lm, cache), cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(search_cmd(killed, tiny_lm, cache), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    # Kill once some round-0 children are stored and at least one has been evaluated.
+    while time.time() < deadline:
+        time.sleep(0.5)
+        db = killed / "archive.sqlite"
+        if db.exists():
+            try:
+                n = rows(killed, "SELECT COUNT(*) AS n FROM events e JOIN children c ON c.id = e.child_id "
+                                 "WHERE e.kind = 'evaluated' AND c.round >= 0")[0]["n"]
+            except sqlite3.OperationalError:
+                continue
+            if n >= 1:
+                break
+    assert proc.poll() is None, "the search finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = rows(killed, "SELECT id, status FROM children WHERE status != 'pending'")
+    assert before and not (killed / "summary.md").exists()
+
+    r = subprocess.run(search_cmd(killed, tiny_lm, cache), cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "(resuming)" in r.stdout
+    # Every child scored before the kill kept its result and was not evaluated again.
+    after = {c["id"]: c["status"] for c in rows(killed, "SELECT id, status FROM children")}
+    assert all(after[b["id"]] == b["status"] for b in before)
+    evaluated = rows(killed, "SELECT child_id, COUNT(*) AS n FROM events WHERE kind = 'evaluated' GROUP BY child_id")
+    assert all(e["n"] == 1 for e in evaluated)
+    assert _signature(killed) == _signature(reference)
