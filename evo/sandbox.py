@@ -1,0 +1,666 @@
+"""Run one child evaluation in its own OS process, with limits, and get its result back.
+
+The generated program is untrusted: it is only ever loaded inside the process started
+here (``python -m evo.sandbox_worker``), never in the search process. Protections, from
+the most portable to the most privileged; :func:`describe_isolation` says which are active:
+
+* **rlimits** (always): ``RLIMIT_AS`` = ``memory_mb`` (see "memory" below), ``RLIMIT_CPU``
+  (SIGXCPU -> TIMEOUT "cpu limit"), ``RLIMIT_FSIZE`` = ``max_file_mb`` (also caps the log),
+  no core dumps. Set by the worker before it imports anything untrusted.
+* **wall clock**: the parent SIGKILLs the whole tree at ``timeout_s`` -> TIMEOUT.
+* **process tree**: own session/process group, killed with ``killpg`` afterwards; the
+  worker is a subreaper and kills what its child left behind; under bwrap the child has
+  its own PID namespace (``--unshare-pid --die-with-parent``), so even a daemon that
+  escaped with ``setsid`` dies with it; with cgroups every task of the group is killed.
+* **bwrap** (bubblewrap, unprivileged user namespaces; the portable layer on a cluster):
+  no network (own net namespace: the host's loopback services are unreachable), own
+  PID/IPC/UTS/user namespaces, all capabilities dropped, and a minimal read-only root:
+  only the system directories (/usr, /lib*, /bin, a few files of /etc), the Python
+  installation, the ``evo`` package, ``extra_pythonpath`` and ``readonly_paths`` are
+  visible. Writable: the private work folder (HOME and cwd, ``/sandbox`` inside) and a
+  private ``/tmp`` (a folder next to it on disk), both deleted afterwards.
+* **cgroup v1** (when root can create groups, as on the dev machine): a hard memory cap of
+  ``memory_mb`` for the whole tree (RLIMIT_AS is per process), a task cap ``max_tasks``
+  (a fork bomb stops there) and a reliable kill of every task in the group.
+
+Memory: ``RLIMIT_AS`` caps virtual address space per process. Measured with jax 0.10.2 on
+CPU (1 thread): importing jax/flax/optax and training a small conv net peaks at ~1.5 GB
+virtual, ~0.33 GB resident, so the default 4096 MB leaves room while an allocation of
+several GB fails at once, in-process, as ``MemoryError`` / XLA ``RESOURCE_EXHAUSTED``
+that the worker reports as MEMORY with the real message. (At 1024 MB XLA cannot even
+start its thread pools: "pthread_create() failed", also mapped to MEMORY.) RLIMIT_DATA
+was not needed. RLIMIT_AS is unworkable with CUDA (the driver reserves huge virtual
+ranges): for a GPU child pass ``memory_mb=None`` and rely on the cgroup cap (if any).
+
+Result channel: a dedicated pipe (the child's fd ``N``, inherited only by the worker
+process, not by anything it spawns) and a per-run random nonce sent on stdin, which the
+worker reads before any untrusted code is loaded. The child's stdout/stderr go to a log
+file, whose tail comes back as ``log_tail``; prints cannot reach the channel, and lines on
+the channel without the nonce (or not JSON) are ignored. Limitation: code that runs in the
+worker's interpreter can, with deliberate introspection, find the nonce and report a
+result of its choosing -- as it could anyway by patching the harness it runs next to. A
+hostile program can therefore lie about its own score; it cannot escape the limits.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from evo import outcome
+from evo.sandbox_worker import OOM_SIGNATURES
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_CHARS = 2000
+MAX_RESULT_BYTES = 16 << 20  # what the parent keeps of the result channel (the last part)
+_KILL_GRACE_S = 5.0  # how long to wait for the tree to die after SIGKILL
+SANDBOX_HOME = "/sandbox"  # the private work folder, as the child sees it under bwrap
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    timeout_s: float = 900.0      # wall clock
+    memory_mb: int | None = 4096  # RLIMIT_AS per process (+ cgroup cap for the tree); None: no cap
+    cpu_s: float | None = None    # CPU-time cap; None -> timeout_s * threads + 10
+    max_file_mb: int = 64         # RLIMIT_FSIZE (any one file the child writes, its log too)
+    threads: int = 1              # XLA/BLAS/OMP threads given to the child
+    isolation: str = "auto"       # "auto" (bwrap if usable, else rlimits only, with a warning), "bwrap", "none"
+    cgroup: bool = True           # use a cgroup (memory + task cap, tree kill) when one can be created
+    max_tasks: int = 512          # cgroup pids cap (threads count: jax on CPU alone uses ~20)
+
+    def cpu_limit_s(self) -> float:
+        if self.cpu_s is not None:
+            return float(self.cpu_s)
+        return self.timeout_s * max(1, self.threads) + 10.0
+
+    def __post_init__(self):
+        if self.isolation not in ("auto", "bwrap", "none"):
+            raise ValueError(f"isolation must be auto, bwrap or none, not {self.isolation!r}")
+        if self.timeout_s <= 0 or self.threads < 1:
+            raise ValueError("timeout_s must be > 0 and threads >= 1")
+
+
+@dataclass
+class SandboxResult:
+    status: str        # evo.outcome constant: OK (the entry returned) or a failure status
+    reason: str        # one line for a person
+    payload: dict      # what the entry function returned (empty on failure)
+    wall_s: float
+    log_tail: str      # last ~2000 chars of the child's stdout+stderr
+    isolation: str     # which protections were active, e.g. "bwrap(net,pid,fs)+rlimits"
+    returncode: int | None = field(default=None)  # of the sandbox process (bwrap: 128+signal)
+
+
+# ---------------------------------------------------------------- capability detection
+
+_BWRAP_OK: dict[str, tuple[bool, str]] = {}
+_CGROUP_OK: list[bool] = []
+_CGROUP_V1 = "/sys/fs/cgroup"
+
+
+def _bwrap_usable() -> tuple[bool, str]:
+    """Can bwrap build our sandbox here? (cached; a failed probe says why)"""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return False, "bwrap not found (apt-get install bubblewrap)"
+    if exe in _BWRAP_OK:
+        return _BWRAP_OK[exe]
+    true = shutil.which("true") or "/bin/true"
+    with tempfile.TemporaryDirectory(prefix="evo-sbx-probe-") as tmp:
+        os.mkdir(os.path.join(tmp, "work"))
+        os.mkdir(os.path.join(tmp, "tmp"))
+        cmd = _bwrap_argv(exe, tmp, 16, (), ()) + [true]
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+            ok = proc.returncode == 0
+            why = "" if ok else (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+    _BWRAP_OK[exe] = (ok, f"bwrap unusable here: {why}" if not ok else "")
+    return _BWRAP_OK[exe]
+
+
+def _cgroup_usable() -> bool:
+    """cgroup v1 memory+pids hierarchies where we may create groups (typically: root)."""
+    if not _CGROUP_OK:
+        ok = False
+        probe = f"evo-sbx-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        made = []
+        try:
+            for ctrl in ("memory", "pids"):
+                path = os.path.join(_CGROUP_V1, ctrl, probe)
+                os.mkdir(path)
+                made.append(path)
+            ok = all(os.path.exists(os.path.join(made[0], f))
+                     for f in ("memory.limit_in_bytes", "memory.oom_control"))
+        except OSError:
+            ok = False
+        finally:
+            for path in made:
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
+        _CGROUP_OK.append(ok)
+    return _CGROUP_OK[0]
+
+
+def _use_bwrap(limits: SandboxLimits) -> bool:
+    if limits.isolation == "none":
+        return False
+    ok, why = _bwrap_usable()
+    if ok:
+        return True
+    if limits.isolation == "bwrap":
+        raise RuntimeError(f"isolation='bwrap' requested but {why}")
+    warnings.warn(f"evo.sandbox: {why}; children run with rlimits only (no network, "
+                  "filesystem or PID isolation)", RuntimeWarning, stacklevel=3)
+    return False
+
+
+def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str:
+    """What protections a child gets here with these limits, for the run's log."""
+    parts = []
+    if _use_bwrap(limits) if _bwrap is None else _bwrap:
+        parts.append("bwrap(net,pid,ipc,uts,user,caps,fs)")
+    rl = []
+    if limits.memory_mb:
+        rl.append(f"as={limits.memory_mb}MB")
+    rl.append(f"cpu={limits.cpu_limit_s():g}s")
+    rl.append(f"fsize={limits.max_file_mb}MB")
+    parts.append("rlimits(" + ",".join(rl) + ")")
+    if limits.cgroup and _cgroup_usable():
+        mem = f"memory={limits.memory_mb}MB," if limits.memory_mb else ""
+        parts.append(f"cgroup({mem}tasks={limits.max_tasks})")
+    parts.append(f"wall={limits.timeout_s:g}s")
+    return "+".join(parts)
+
+
+# ---------------------------------------------------------------- bwrap command line
+
+_ETC_FILES = ("passwd", "group", "nsswitch.conf", "hosts", "host.conf", "localtime",
+              "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates",
+              "alternatives", "os-release", "mime.types", "timezone")
+
+
+def _python_paths() -> list[str]:
+    """Host paths the child's Python needs: the installation(s) and their site-packages."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            paths.add(p)
+    import site
+
+    try:
+        paths.update(site.getsitepackages())
+    except AttributeError:  # old virtualenv
+        pass
+    # the evo package itself (an editable install maps it from the repository)
+    paths.add(os.path.dirname(os.path.abspath(outcome.__file__)))
+    return sorted(p for p in paths if p and os.path.exists(p))
+
+
+def _bwrap_argv(exe: str, private: str, shm_mb: int, ro_paths: Sequence[str],
+                devices: Sequence[str]) -> list[str]:
+    argv = [exe, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--hostname", "sandbox"]
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    for name in _ETC_FILES:
+        path = os.path.join("/etc", name)
+        if os.path.lexists(path):
+            argv += ["--ro-bind-try", path, path]
+    for path in ("/sys/devices/system/cpu", "/sys/devices/system/node"):
+        if os.path.isdir(path):
+            argv += ["--ro-bind-try", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(shm_mb << 20), "--tmpfs", "/dev/shm",
+             "--bind", os.path.join(private, "tmp"), "/tmp",
+             "--bind", os.path.join(private, "work"), SANDBOX_HOME]
+    for path in list(_python_paths()) + [os.path.abspath(p) for p in ro_paths]:
+        argv += ["--ro-bind", path, path]
+    for dev in devices:
+        argv += ["--dev-bind", dev, dev]
+    argv += ["--remount-ro", "/", "--chdir", SANDBOX_HOME]  # bwrap's own root tmpfs too
+    return argv
+
+
+# ---------------------------------------------------------------- cgroup v1
+
+class _Cgroup:
+    def __init__(self, name: str, memory_mb: int | None, max_tasks: int):
+        self.dirs: list[str] = []
+        try:
+            for ctrl in ("memory", "pids"):
+                path = os.path.join(_CGROUP_V1, ctrl, name)
+                os.mkdir(path, 0o700)
+                self.dirs.append(path)
+            mem, pids = self.dirs
+            if memory_mb:
+                _write(os.path.join(mem, "memory.limit_in_bytes"), str(memory_mb << 20))
+                _write(os.path.join(mem, "memory.swappiness"), "0", missing_ok=True)
+            _write(os.path.join(pids, "pids.max"), str(max_tasks))
+        except BaseException:
+            self.remove()
+            raise
+
+    def join_prefix(self) -> list[str]:
+        """argv prefix that moves the process into the group before it execs the rest."""
+        script = " && ".join(f'echo $$ > "{d}/cgroup.procs"' for d in self.dirs) + ' && exec "$@"'
+        return ["/bin/sh", "-c", script, "evo-sandbox"]
+
+    def oom_killed(self) -> bool:
+        """Did the kernel OOM-kill a task of this group (the memory cap was hit)?"""
+        try:
+            with open(os.path.join(self.dirs[0], "memory.oom_control")) as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+        except (OSError, ValueError, IndexError):
+            pass
+        return False
+
+    def tasks_hit_cap(self) -> bool:
+        try:
+            with open(os.path.join(self.dirs[1], "pids.events")) as fh:
+                return any(line.startswith("max ") and int(line.split()[1]) > 0 for line in fh)
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def kill_all(self) -> None:
+        deadline = time.monotonic() + _KILL_GRACE_S
+        while time.monotonic() < deadline:
+            pids = set()
+            for d in self.dirs:
+                try:
+                    with open(os.path.join(d, "cgroup.procs")) as fh:
+                        pids.update(int(x) for x in fh.read().split())
+                except (OSError, ValueError):
+                    pass
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        log.warning("evo.sandbox: tasks left in cgroup %s after SIGKILL", self.dirs)
+
+    def remove(self) -> None:
+        for d in self.dirs:
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            else:
+                log.warning("evo.sandbox: could not remove cgroup %s", d)
+
+
+def _write(path: str, text: str, missing_ok: bool = False) -> None:
+    try:
+        with open(path, "w") as fh:
+            fh.write(text)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+# ---------------------------------------------------------------- environment
+
+def child_env(limits: SandboxLimits, home: str, tmp: str, pythonpath: Sequence[str],
+              extra_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The child's whole environment: nothing of the parent's (no API keys) leaks in."""
+    n = str(limits.threads)
+    py_bin = os.path.dirname(sys.executable)
+    env = {
+        "PATH": os.pathsep.join(dict.fromkeys([py_bin, "/usr/local/bin", "/usr/bin", "/bin"])),
+        "LANG": "C.UTF-8",
+        "HOME": home,
+        "TMPDIR": tmp,
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "NUMEXPR_NUM_THREADS": n,
+        "TF_NUM_INTRAOP_THREADS": n,
+        "TF_NUM_INTEROP_THREADS": n,
+        "JAX_PLATFORMS": "cpu",  # a GPU caller overrides this through extra_env
+        "MPLCONFIGDIR": os.path.join(home, ".config", "matplotlib"),
+        "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+        "WANDB_MODE": "disabled",
+    }
+    if limits.threads == 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    for key, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+# ---------------------------------------------------------------- the run
+
+def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
+                   readonly_paths: Sequence[str] = (), scratch_root: str | None = None, *,
+                   extra_pythonpath: Sequence[str] = (),
+                   extra_env: Mapping[str, str | None] | None = None,
+                   devices: Sequence[str] = (),
+                   log_path: str | None = None) -> SandboxResult:
+    """Evaluate ``entry(code, **kwargs)`` in a fresh sandboxed process; never raises for
+    anything the child does (only for a bad configuration on our side).
+
+    entry: "module:function" of trusted code importable in the child (evo, or a module
+        on ``extra_pythonpath``); it returns a JSON-serialisable dict or raises
+        ``evo.outcome.ChildFailure``. ``kwargs`` must be JSON-serialisable.
+    readonly_paths: host files/folders the child may read (datasets), at the same path.
+    scratch_root: where the private folder is made (default: the system temp dir).
+    extra_pythonpath: folders put on the child's sys.path (and made readable).
+    extra_env: added to / overriding the child's environment (value None removes a key),
+        e.g. {"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": "0"} for a GPU child.
+    devices: device nodes made available under bwrap (e.g. /dev/nvidia0, /dev/nvidiactl).
+    log_path: keep the child's full log there (it is otherwise deleted with the folder).
+    """
+    for path in list(readonly_paths) + list(extra_pythonpath):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"evo.sandbox: path for the child does not exist: {path}")
+    use_bwrap = _use_bwrap(limits)
+    isolation = describe_isolation(limits, use_bwrap)
+    cgroup_ok = limits.cgroup and _cgroup_usable()
+    pythonpath = [os.path.abspath(p) for p in extra_pythonpath]
+    # an evo that is not pip-installed is found through its parent folder
+    evo_parent = os.path.dirname(os.path.dirname(os.path.abspath(outcome.__file__)))
+    pythonpath.append(evo_parent)
+
+    nonce = secrets.token_hex(16)
+    spec = {
+        "nonce": nonce, "entry": entry, "kwargs": kwargs, "code": code, "pythonpath": pythonpath,
+        "rlimits": {
+            "as_bytes": (limits.memory_mb << 20) if limits.memory_mb else None,
+            "cpu_s": limits.cpu_limit_s(),
+            "fsize_bytes": limits.max_file_mb << 20,
+        },
+    }
+    spec_bytes = json.dumps(spec, allow_nan=False).encode()  # TypeError/ValueError: caller's bug
+
+    private = tempfile.mkdtemp(prefix="evo-sbx-", dir=scratch_root)
+    read_fd = write_fd = -1
+    cgroup = None
+    proc = None
+    try:
+        work, tmp = os.path.join(private, "work"), os.path.join(private, "tmp")
+        os.mkdir(work, 0o700)
+        os.mkdir(tmp, 0o700)
+        log_file = log_path or os.path.join(private, "child.log")
+        home, tmp_inside = (SANDBOX_HOME, "/tmp") if use_bwrap else (work, tmp)
+        env = child_env(limits, home, tmp_inside, pythonpath, extra_env)
+
+        read_fd, write_fd = os.pipe()
+        argv = [sys.executable, "-s", "-m", "evo.sandbox_worker", "--result-fd", str(write_fd)]
+        if use_bwrap:
+            # evo_parent is on PYTHONPATH but not bound: only the evo package is visible
+            ro = list(readonly_paths) + [os.path.abspath(p) for p in extra_pythonpath]
+            argv = _bwrap_argv(shutil.which("bwrap"), private, limits.max_file_mb, ro,
+                               devices) + argv
+        if cgroup_ok:
+            try:
+                cgroup = _Cgroup(f"evo-sbx-{os.getpid()}-{nonce[:12]}", limits.memory_mb,
+                                 limits.max_tasks)
+                argv = cgroup.join_prefix() + argv
+            except OSError as exc:
+                log.warning("evo.sandbox: no cgroup for this child (%s)", exc)
+                isolation = isolation.replace("+cgroup(", "+no-cgroup(")
+        start = time.monotonic()
+        with open(log_file, "wb") as logf:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=logf, stderr=logf,
+                                    pass_fds=(write_fd,), close_fds=True, cwd=work, env=env,
+                                    start_new_session=True)
+        os.close(write_fd)
+        write_fd = -1
+        channel, timed_out = _talk(proc, spec_bytes, read_fd, start + limits.timeout_s)
+        wall = time.monotonic() - start
+        _kill_tree(proc, cgroup)
+        rc = proc.returncode
+        tail = _tail(log_file)
+        result = _parse_channel(channel, nonce)
+        oom = cgroup.oom_killed() if cgroup else False
+        tasks_capped = cgroup.tasks_hit_cap() if cgroup else False
+        if result is not None:
+            status, reason, payload = result
+            if oom and status == outcome.OK:
+                reason = "note: the cgroup memory cap OOM-killed a process of the child"
+        else:
+            status, reason = _classify_failure(rc, timed_out, tail, use_bwrap, limits, oom,
+                                               tasks_capped)
+            payload = {}
+        return SandboxResult(status=status, reason=reason, payload=payload, wall_s=wall,
+                             log_tail=tail, isolation=isolation, returncode=rc)
+    finally:
+        for fd in (write_fd, read_fd):
+            if fd >= 0:
+                os.close(fd)
+        if proc is not None and proc.returncode is None:
+            _kill_tree(proc, cgroup)
+        if cgroup is not None:
+            cgroup.kill_all()
+            cgroup.remove()
+        _rmtree(private)
+
+
+def _rmtree(path: str) -> None:
+    """Delete the private folder, even where the child removed its own permissions."""
+    def fix(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.unlink(p)
+        except OSError:
+            pass
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=fix)
+    else:
+        shutil.rmtree(path, onerror=fix)
+    if os.path.exists(path):
+        log.warning("evo.sandbox: could not remove the private folder %s", path)
+
+
+def _talk(proc: subprocess.Popen, spec: bytes, read_fd: int, deadline: float
+          ) -> tuple[bytes, bool]:
+    """Send the spec, collect the result channel until the process exits or the deadline."""
+    os.set_blocking(read_fd, False)
+    stdin_fd = proc.stdin.fileno()
+    os.set_blocking(stdin_fd, False)
+    sel = selectors.DefaultSelector()
+    sel.register(read_fd, selectors.EVENT_READ, "result")
+    sel.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
+    pidfd = None
+    if hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+            sel.register(pidfd, selectors.EVENT_READ, "exit")
+        except OSError:
+            pidfd = None
+    buf = bytearray()
+    pending = memoryview(spec)
+    timed_out = False
+    result_open = True
+
+    def read_some() -> bool:
+        """Read what is there now; False once the channel is at EOF."""
+        nonlocal buf
+        while True:
+            try:
+                chunk = os.read(read_fd, 1 << 16)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            buf += chunk
+            if len(buf) > MAX_RESULT_BYTES:  # keep the end: the worker writes its line last
+                del buf[: len(buf) - MAX_RESULT_BYTES]
+
+    try:
+        while proc.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for key, _ in sel.select(timeout=min(left, 0.05 if pidfd is None else left)):
+                if key.data == "result":
+                    if not read_some():
+                        sel.unregister(read_fd)
+                        result_open = False
+                elif key.data == "stdin":
+                    try:
+                        pending = pending[os.write(stdin_fd, pending):]
+                    except (BrokenPipeError, BlockingIOError) as exc:
+                        if isinstance(exc, BrokenPipeError):
+                            pending = pending[len(pending):]
+                    if not pending:
+                        sel.unregister(stdin_fd)
+                        proc.stdin.close()
+        if timed_out:
+            _kill_tree(proc, None)
+        if result_open:  # what the worker wrote just before it exited
+            read_some()
+    finally:
+        sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
+        if proc.stdin and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    return bytes(buf), timed_out
+
+
+def _kill_tree(proc: subprocess.Popen, cgroup: _Cgroup | None) -> None:
+    """SIGKILL the session's process group (bwrap: and with it the PID namespace)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if cgroup is not None:
+        cgroup.kill_all()
+    try:
+        proc.wait(timeout=_KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        log.warning("evo.sandbox: pid %d did not die after SIGKILL", proc.pid)
+
+
+def _parse_channel(data: bytes, nonce: str) -> tuple[str, str, dict] | None:
+    """The last line carrying the right nonce, with a valid status; None if there is none."""
+    found = None
+    for line in data.split(b"\n"):
+        line = line.strip()
+        if not line.startswith(b"{"):
+            continue
+        try:
+            msg = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(msg, dict) or not isinstance(msg.get("nonce"), str):
+            continue
+        if not hmac.compare_digest(msg["nonce"].encode(), nonce.encode()):
+            continue
+        status, reason, payload = msg.get("status"), msg.get("reason", ""), msg.get("payload")
+        if status != outcome.OK and status not in outcome.FAILED:
+            continue
+        if not isinstance(payload, dict):
+            payload = {}
+        found = (status, str(reason), payload if status == outcome.OK else {})
+    return found
+
+
+def _tail(path: str, chars: int = LOG_TAIL_CHARS) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 4 * chars))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return text[-chars:]
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _classify_failure(rc: int | None, timed_out: bool, tail: str, use_bwrap: bool,
+                      limits: SandboxLimits, oom_killed: bool, tasks_capped: bool
+                      ) -> tuple[str, str]:
+    """Status and reason when no valid result came back."""
+    if timed_out:
+        return outcome.TIMEOUT, f"wall-clock limit of {limits.timeout_s:g} s exceeded"
+    sig = None
+    if rc is not None and rc < 0:
+        sig = -rc
+    elif use_bwrap and rc is not None and rc > 128:  # bwrap reports a signal as 128+n
+        sig = rc - 128
+    last = _last_line(tail)
+    if oom_killed:
+        return outcome.MEMORY, f"killed by the memory cap of {limits.memory_mb} MB (cgroup OOM)"
+    if sig == signal.SIGXCPU:
+        return outcome.TIMEOUT, f"cpu limit of {limits.cpu_limit_s():g} s CPU time exceeded"
+    if any(s in tail for s in OOM_SIGNATURES):
+        what = next(s for s in OOM_SIGNATURES if s in tail)
+        return outcome.MEMORY, f"out of memory ({what}): {last}"
+    if sig == signal.SIGXFSZ:
+        return outcome.CRASHED, f"file size limit of {limits.max_file_mb} MB exceeded (SIGXFSZ)"
+    if tasks_capped:
+        extra = f"; task cap of {limits.max_tasks} reached"
+    else:
+        extra = ""
+    if sig is not None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        how = f"killed by {name}"
+    elif rc == 0:
+        how = "exited with code 0"
+    else:
+        how = f"exited with code {rc}"
+    detail = f": {last}" if last else ""
+    return outcome.CRASHED, f"no valid result from the child; {how}{extra}{detail}"

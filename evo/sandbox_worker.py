@@ -1,0 +1,245 @@
+"""Child side of the sandbox: ``python -m evo.sandbox_worker --result-fd N``.
+
+Started by :func:`evo.sandbox.run_in_sandbox`, never by hand. Order matters, because the
+generated code is untrusted:
+
+1. read the whole spec (JSON, including the per-run nonce) from stdin and close stdin,
+   using only the standard library and before anything untrusted is imported;
+2. make the result fd non-inheritable, apply the resource limits, become a subreaper;
+3. import the (trusted) entry function ``module:function`` and call ``fn(code, **kwargs)``:
+   the untrusted code is loaded by the entry from here on;
+4. map the outcome to a status (``ChildFailure`` -> its status, ``MemoryError`` and
+   allocator errors -> MEMORY, anything else -> CRASHED "ExcType: message"), kill any
+   processes the child left behind, write ONE JSON line carrying the nonce to the result
+   fd, and leave with ``os._exit`` (untrusted non-daemon threads or atexit hooks cannot
+   hold the process open).
+
+stdout/stderr are the parent's log file (set up by the parent when it spawns us, so that
+errors before this module even runs are logged too): the child's prints land there and
+can never reach the result channel. Exit code 3 means the spec itself was unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+# Out-of-memory signatures in exception messages and logs (also used by evo.sandbox).
+OOM_SIGNATURES = (
+    "MemoryError",
+    "std::bad_alloc",
+    "RESOURCE_EXHAUSTED",
+    "Out of memory",
+    "out of memory",
+    "Cannot allocate memory",
+    "can't allocate memory",
+    "Unable to allocate",
+    "pthread_create() failed",  # XLA's thread pools when the address-space cap is hit
+)
+
+_MAX_REASON = 300
+
+
+def _one_line(text: str, limit: int = _MAX_REASON) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def exception_outcome(exc: BaseException) -> tuple[str, str]:
+    """(status, one-line reason) for an exception raised while evaluating a child.
+
+    Task harnesses may use this too, so that an allocator failure they catch is still
+    reported as MEMORY rather than CRASHED.
+    """
+    from evo import outcome
+
+    try:
+        message = str(exc)
+    except Exception:  # a hostile __str__
+        message = "<unprintable>"
+    if isinstance(exc, outcome.ChildFailure):
+        status = getattr(exc, "status", None)
+        reason = _one_line(getattr(exc, "reason", message))
+        if status in outcome.FAILED:
+            return status, reason
+        # Only failure statuses may be raised: a ChildFailure("ok", ...) is not a result.
+        return outcome.CRASHED, _one_line(f"ChildFailure with invalid status {status!r}: {reason}")
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError) or any(sig in message for sig in OOM_SIGNATURES):
+        return outcome.MEMORY, _one_line(f"{name}: {message}" if message.strip() else name)
+    return outcome.CRASHED, _one_line(f"{name}: {message}" if message.strip() else name)
+
+
+def _set_rlimits(limits: dict) -> None:
+    import resource
+
+    def cap(which: int, soft: int, hard: int | None = None) -> None:
+        hard = soft if hard is None else hard
+        old_soft, old_hard = resource.getrlimit(which)
+        if old_hard != resource.RLIM_INFINITY:
+            hard = min(hard, old_hard)
+            soft = min(soft, hard)
+        resource.setrlimit(which, (soft, hard))
+
+    cap(resource.RLIMIT_CORE, 0)
+    if limits.get("as_bytes"):
+        cap(resource.RLIMIT_AS, int(limits["as_bytes"]))
+    if limits.get("cpu_s"):
+        soft = max(1, int(limits["cpu_s"] + 0.999))
+        cap(resource.RLIMIT_CPU, soft, soft + 2)  # SIGXCPU at soft, SIGKILL 2 s later
+    if limits.get("fsize_bytes"):
+        cap(resource.RLIMIT_FSIZE, int(limits["fsize_bytes"]))
+
+
+def _prctl(option: int, arg: int) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(option, arg, 0, 0, 0)
+    except Exception:
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs below ``root`` (we are a subreaper, so orphans of our children count too)."""
+    parent_of: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            # the command may contain spaces and parentheses: split after the last ')'
+            fields = stat[stat.rindex(b")") + 2:].split()
+            parent_of[int(name)] = int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], {root}
+    while frontier:
+        nxt = {pid for pid, ppid in parent_of.items() if ppid in frontier and pid not in found}
+        found.extend(nxt)
+        frontier = nxt
+    return found
+
+
+def _kill_leftovers() -> None:
+    """SIGKILL everything the child started (best effort; the parent also kills the tree)."""
+    me = os.getpid()
+    for _ in range(5):
+        pids = _descendants(me)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):  # numpy / jax scalars and arrays
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _send(fd: int, nonce: str, status: str, reason: str, payload: dict) -> None:
+    try:
+        body = json.dumps({"nonce": nonce, "status": status, "reason": reason,
+                           "payload": payload}, default=_json_default, allow_nan=True)
+    except Exception as exc:  # unserialisable payload (or MemoryError while encoding)
+        from evo import outcome
+
+        body = json.dumps({"nonce": nonce, "status": outcome.CRASHED, "payload": {},
+                           "reason": _one_line(f"payload not JSON-serialisable: {exc}")})
+    data = ("\n" + body + "\n").encode()
+    # a leading newline: junk the child wrote without one cannot glue onto our line
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "--result-fd":
+        print("usage: python -m evo.sandbox_worker --result-fd N", file=sys.stderr)
+        return 3
+    result_fd = int(argv[1])
+
+    # 1. everything trusted comes from stdin, read to EOF before any untrusted import
+    try:
+        spec = json.loads(sys.stdin.buffer.read().decode())
+        nonce = spec["nonce"]
+        entry = spec["entry"]
+        kwargs = spec.get("kwargs") or {}
+        code = spec["code"]
+    except Exception as exc:
+        print(f"sandbox_worker: bad spec on stdin: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+    # 2. protections that need to be in place before the child's code runs
+    os.set_inheritable(result_fd, False)  # grandchildren must not get the channel
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # parent gone -> we go (no bwrap case)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphaned grandchildren stay ours to kill
+    for path in reversed(spec.get("pythonpath") or []):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    from evo import outcome  # trusted, before the limits (its import is tiny anyway)
+
+    status, reason, payload = outcome.CRASHED, "", {}
+    try:
+        _set_rlimits(spec.get("rlimits") or {})
+        module_name, _, func_name = entry.partition(":")
+        import importlib
+
+        fn = getattr(importlib.import_module(module_name), func_name)
+        # 3. the untrusted part
+        result = fn(code, **kwargs)
+        if result is None:
+            result = {}
+        if not isinstance(result, dict):
+            raise TypeError(f"entry returned {type(result).__name__}, not dict")
+        status, reason, payload = outcome.OK, "", result
+    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from the child too
+        try:
+            status, reason = exception_outcome(exc)
+            payload = {}
+            if not isinstance(exc, outcome.ChildFailure):
+                import traceback
+
+                traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            status, reason, payload = outcome.CRASHED, "unreportable exception", {}
+
+    # 4. report and leave
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    _kill_leftovers()
+    try:
+        _send(result_fd, nonce, status, reason, payload)
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            os.write(2, f"sandbox_worker: could not send the result: {exc!r}\n".encode())
+        except OSError:
+            pass
+        os._exit(4)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

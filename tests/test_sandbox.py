@@ -1,0 +1,333 @@
+"""evo.sandbox: real subprocesses, no mocks.
+
+The entry functions live in tests/sandbox_entries.py and reach the child through
+``extra_pythonpath``. Tests that need bubblewrap are skipped (with the reason) where it is
+missing or unusable; tests that need a cgroup likewise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from evo import outcome
+from evo.sandbox import (SandboxLimits, SandboxResult, _bwrap_usable, _cgroup_usable,
+                         describe_isolation, run_in_sandbox)
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+BWRAP_OK, BWRAP_WHY = _bwrap_usable()
+needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"needs bubblewrap: {BWRAP_WHY}")
+needs_cgroup = pytest.mark.skipif(not _cgroup_usable(),
+                                  reason="needs a writable cgroup v1 memory+pids hierarchy (root)")
+ISOLATIONS = [pytest.param("auto", id="auto"), pytest.param("none", id="none")]
+
+
+def run(entry: str, kwargs: dict | None = None, code: str = "", **opts) -> SandboxResult:
+    """run_in_sandbox on a test entry; SandboxLimits fields and call options mixed in opts."""
+    limit_keys = {"timeout_s", "memory_mb", "cpu_s", "max_file_mb", "threads", "isolation",
+                  "cgroup", "max_tasks"}
+    limits = SandboxLimits(**{"timeout_s": 30.0,
+                              **{k: opts.pop(k) for k in list(opts) if k in limit_keys}})
+    return run_in_sandbox(f"sandbox_entries:{entry}", kwargs or {}, code, limits,
+                          extra_pythonpath=[TESTS_DIR], **opts)
+
+
+def _pids_with_arg(marker: str) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as fh:
+                    if marker.encode() in fh.read().split(b"\0"):
+                        pids.append(int(name))
+            except OSError:
+                pass
+    return pids
+
+
+# ---------------------------------------------------------------- results and statuses
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_normal_return_brings_the_payload_back(isolation):
+    res = run("echo", {"lr": 0.01, "steps": [1, 2]}, code="x = 1", isolation=isolation)
+    assert res.status == outcome.OK, res
+    assert res.reason == ""
+    assert res.payload["code"] == "x = 1"
+    assert res.payload["kwargs"] == {"lr": 0.01, "steps": [1, 2]}
+    assert "rlimits(" in res.isolation and res.wall_s > 0
+    if isolation == "auto" and BWRAP_OK:
+        assert res.isolation.startswith("bwrap(net,pid")
+        assert res.payload["pid"] < 10  # its own PID namespace
+    if isolation == "none":
+        assert "bwrap" not in res.isolation
+
+
+def test_child_failure_propagates_status_and_reason():
+    res = run("fail", {"status": outcome.SHAPE_ERROR, "reason": "logits (8, 3), want (8, 10)"})
+    assert res.status == outcome.SHAPE_ERROR
+    assert res.reason == "logits (8, 3), want (8, 10)"
+    assert res.payload == {}
+
+
+def test_child_failure_cannot_claim_ok():
+    res = run("fake_ok_failure")
+    assert res.status == outcome.CRASHED
+    assert "invalid status 'ok'" in res.reason
+
+
+def test_exception_is_crashed_with_one_line_reason_and_log_tail():
+    res = run("boom")
+    assert res.status == outcome.CRASHED
+    assert res.reason == "ValueError: bad multiline message"
+    assert "about to fail" in res.log_tail and "Traceback" in res.log_tail
+
+
+def test_missing_entry_module_is_crashed():
+    res = run_in_sandbox("no_such_module_xyz:f", {}, "", SandboxLimits(timeout_s=30))
+    assert res.status == outcome.CRASHED
+    assert "ModuleNotFoundError" in res.reason
+
+
+def test_kwargs_must_be_json():
+    with pytest.raises(TypeError):
+        run("echo", {"bad": object()})
+
+
+# ---------------------------------------------------------------- limits
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_infinite_loop_times_out(isolation):
+    t0 = time.monotonic()
+    res = run("spin", timeout_s=1.5, isolation=isolation)
+    assert res.status == outcome.TIMEOUT
+    assert "wall-clock limit of 1.5 s" in res.reason
+    assert time.monotonic() - t0 < 1.5 + 3.0
+
+
+def test_sleeping_child_times_out_too():
+    res = run("sleep_forever", timeout_s=1.0)
+    assert res.status == outcome.TIMEOUT and res.wall_s < 4.0
+
+
+def test_cpu_limit_is_timeout():
+    res = run("spin", timeout_s=20, cpu_s=1)
+    assert res.status == outcome.TIMEOUT
+    assert "cpu limit" in res.reason
+    assert res.wall_s < 10
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_memory_hog_is_memory(isolation):
+    res = run("hog", {"gb": 8}, memory_mb=1024, isolation=isolation)
+    assert res.status == outcome.MEMORY, res
+    assert "MemoryError" in res.reason
+    assert res.wall_s < 15
+
+
+def test_xla_allocation_over_the_cap_is_memory():
+    code = ("import jax.numpy as jnp\n"
+            "x = jnp.ones((1024, 1024, 1024), dtype=jnp.float32) + 1\n"
+            "result = {'sum': float(x.sum())}\n")
+    res = run("run_code", code=code, memory_mb=3072)
+    assert res.status == outcome.MEMORY, res
+    assert "RESOURCE_EXHAUSTED" in res.reason or "MemoryError" in res.reason
+
+
+@needs_cgroup
+def test_cgroup_caps_memory_of_the_whole_tree():
+    # 4 processes x 400 MB: each is under the 1024 MB address-space cap, together they
+    # are not; the cgroup OOM-kills some of them
+    res = run("hog_in_processes", {"n": 4, "mb": 400}, memory_mb=1024)
+    assert res.status == outcome.OK, res
+    assert any(code == -9 for code in res.payload["exitcodes"]), res.payload
+    assert "OOM" in res.reason
+
+
+def test_file_size_limit():
+    code = "open('big.bin', 'wb').write(b'x' * (3 << 20))\nresult = {'wrote': True}\n"
+    res = run("run_code", code=code, max_file_mb=1)
+    assert res.status == outcome.CRASHED
+    assert "File too large" in res.reason or "file size" in res.reason
+
+
+def test_jax_trains_under_the_default_caps():
+    res = run("train_tiny_jax", {"steps": 20}, timeout_s=120)
+    assert res.status == outcome.OK, res
+    assert res.payload["backend"] == "cpu"
+    assert res.payload["last_loss"] < res.payload["first_loss"]
+
+
+# ---------------------------------------------------------------- process tree
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_daemonised_grandchildren_are_dead_afterwards(isolation):
+    marker = f"1000.{uuid.uuid4().int % 10**9}"  # `sleep 1000.NNN`, unique to this test
+    res = run("spawn_daemon", {"marker": marker}, isolation=isolation)
+    assert res.status == outcome.OK, res
+    deadline = time.monotonic() + 2
+    while _pids_with_arg(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pids_with_arg(marker) == []
+
+
+def test_daemon_dies_on_timeout_too():
+    marker = f"1000.{uuid.uuid4().int % 10**9}"
+    code = ("import subprocess, time\n"
+            f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+            "while True: time.sleep(1)\n")
+    res = run("run_code", code=code, timeout_s=1.5)
+    assert res.status == outcome.TIMEOUT
+    time.sleep(0.2)
+    assert _pids_with_arg(marker) == []
+
+
+# ---------------------------------------------------------------- result channel
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_forged_results_are_ignored(isolation):
+    res = run("forge_then_fail", isolation=isolation)
+    assert res.status == outcome.NAN and res.reason == "real failure"
+    assert '"forged": true' in res.log_tail  # the print went to the log, not the channel
+
+    res = run("forge_then_return", isolation=isolation)
+    assert res.status == outcome.OK
+    assert res.payload["real"] is True and "forged" not in res.payload
+    assert res.payload["fds_written"]  # it did reach the channel fd, and still lost
+
+    res = run("forge_then_exit", isolation=isolation)
+    assert res.status == outcome.CRASHED
+    assert "no valid result" in res.reason and res.payload == {}
+
+
+# ---------------------------------------------------------------- isolation
+
+@pytest.fixture
+def tcp_server():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(0.2)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    got.append(conn.recv(100))
+                except OSError:
+                    got.append(b"")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield srv.getsockname()[1], got
+    stop.set()
+    thread.join(2)
+    srv.close()
+
+
+@needs_bwrap
+def test_no_network_under_bwrap(tcp_server):
+    port, got = tcp_server
+    res = run("connect", {"port": port})
+    assert res.status == outcome.OK, res
+    assert res.payload["connected"] is False, res.payload
+    assert got == []
+
+
+def test_network_control_without_bwrap(tcp_server):
+    # the control for the test above: the server is reachable from an unisolated child
+    port, got = tcp_server
+    res = run("connect", {"port": port}, isolation="none")
+    assert res.payload["connected"] is True, res.payload
+    time.sleep(0.3)
+    assert got == [b"hello from the sandbox"]
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_environment_is_scrubbed(monkeypatch, isolation):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("WANDB_API_KEY", "secret")
+    res = run("environment", isolation=isolation)
+    env = res.payload["env"]
+    for key in ("OPENAI_API_KEY", "HF_TOKEN", "WANDB_API_KEY"):
+        assert key not in env
+    assert "secret" not in repr(env)
+    assert env["HOME"] == res.payload["cwd"]
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
+    assert env["JAX_PLATFORMS"] == "cpu"
+    assert {"PATH", "LANG", "HOME"} <= set(env)
+
+
+def test_extra_env_and_threads():
+    res = run_in_sandbox("sandbox_entries:environment", {}, "", SandboxLimits(timeout_s=30, threads=2),
+                         extra_pythonpath=[TESTS_DIR],
+                         extra_env={"JAX_PLATFORMS": "cuda", "EVO_FLAG": "1", "WANDB_MODE": None})
+    env = res.payload["env"]
+    assert env["JAX_PLATFORMS"] == "cuda" and env["EVO_FLAG"] == "1"
+    assert "WANDB_MODE" not in env and "XLA_FLAGS" not in env
+    assert env["OMP_NUM_THREADS"] == "2"
+
+
+@needs_bwrap
+def test_writes_outside_the_private_folder_fail(tmp_path):
+    repo_file = os.path.join(TESTS_DIR, f"escape-{uuid.uuid4().hex}.txt")
+    host_tmp_file = str(tmp_path / "escape.txt")
+    package_file = os.path.join(os.path.dirname(outcome.__file__), f"escape-{uuid.uuid4().hex}.py")
+    res = run("try_writes", {"paths": [repo_file, host_tmp_file, package_file, "/etc/escape"]})
+    assert res.status == outcome.OK, res
+    for path, what in res.payload["attempts"].items():
+        assert what != "written", (path, what)
+        assert not os.path.exists(path)
+    assert res.payload["cwd"] == "/sandbox"
+
+
+@needs_bwrap
+def test_secrets_on_the_host_filesystem_are_invisible(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key")
+    res = run("read_file", {"path": str(secret)})
+    assert res.status == outcome.CRASHED and "FileNotFoundError" in res.reason
+    res = run("read_file", {"path": str(secret)}, readonly_paths=[str(secret)])
+    assert res.status == outcome.OK and res.payload == {"size": 3}
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_private_folder_is_removed_and_log_can_be_kept(tmp_path, isolation):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    log_path = tmp_path / "child.log"
+    res = run("try_writes", {"paths": []}, isolation=isolation, scratch_root=str(scratch),
+              log_path=str(log_path))
+    assert res.status == outcome.OK, res
+    assert list(scratch.iterdir()) == []
+    assert log_path.exists()
+
+
+def test_describe_isolation_names_the_layers():
+    text = describe_isolation(SandboxLimits(memory_mb=2048, timeout_s=60))
+    assert "rlimits(as=2048MB,cpu=70s,fsize=64MB)" in text
+    assert ("bwrap(" in text) == BWRAP_OK
+    assert describe_isolation(SandboxLimits(isolation="none")).startswith("rlimits(")
+
+
+def test_auto_without_bwrap_warns_and_falls_back(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    with pytest.warns(RuntimeWarning, match="rlimits only"):
+        res = run("echo", isolation="auto")
+    assert res.status == outcome.OK and "bwrap" not in res.isolation
+    with pytest.raises(RuntimeError, match="bwrap"):
+        run("echo", isolation="bwrap")
