@@ -8,6 +8,7 @@ program; everything it had to change is returned as a list of repairs and stored
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from typing import Optional
 
@@ -94,7 +95,34 @@ def finish(prelude: str, prefill: str, completion: str, rules: ClassRules,
             repairs.append(f"dropped_tail_lines:{dropped}")
         lines.append(closing)
         repairs.append("closed_with_return")
-    return prelude.strip() + "\n\n\n" + "\n".join(lines) + "\n", repairs
+    program = prelude.strip() + "\n\n\n" + "\n".join(lines) + "\n"
+    return _drop_repeated_keywords(program, repairs)
+
+
+def _drop_repeated_keywords(program: str, repairs: list[str]) -> tuple[str, list[str]]:
+    """``f(a=1, a=2)`` parses but does not compile; small LMs write it often (``padding=`` twice).
+    Keep the first occurrence of each keyword, as Python's own error message would suggest."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return program, repairs
+    dropped = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            seen, kept = set(), []
+            for kw in node.keywords:
+                if kw.arg is not None and kw.arg in seen:
+                    dropped.append(kw.arg)
+                    continue
+                seen.add(kw.arg)
+                kept.append(kw)
+            node.keywords = kept
+    if not dropped:
+        return program, repairs
+    head, _, _ = program.partition("class Model")
+    body = ast.unparse(next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"))
+    return head + body.replace("class Model(nn.Module):\n\n", "class Model(nn.Module):\n", 1) + "\n", \
+        repairs + [f"dropped_repeated_keyword:{k}" for k in dropped]
 
 
 def _compiles(prelude: str, lines: list[str]) -> bool:

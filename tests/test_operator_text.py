@@ -76,3 +76,10 @@ def test_static_checks():
     assert check_static(ok + "  x = (", ["flax"])[0] == "syntax_error"
     assert check_static(PRELUDE, ["flax", "jax"])[0] == "build_error"
     assert code_hash(ok) == code_hash(ok + "\n\n# trailing comment\n")
+
+
+def test_finish_drops_a_repeated_keyword():
+    text = " nn.Conv(8, kernel_size=(3,), padding=((1, 1),), padding=((2, 2),))(x[..., None])\n        return nn.Dense(10)(x.reshape((x.shape[0], -1)))\n"
+    code, repairs = finish(PRELUDE, PREFILL, text, RULES)
+    assert repairs == ["dropped_repeated_keyword:padding"]
+    assert check_static(code, ["flax", "jax"]) is None and "padding=((1, 1),)" in code and "(2, 2)" not in code
