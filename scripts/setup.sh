@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-time set-up, safe to re-run: the sandbox's bubblewrap, the CPU build of torch, evo and its tests' extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# bubblewrap gives each child its own network, pid and filesystem namespaces. Without it the sandbox
+# falls back to rlimits (+ cgroups when root) and says so in the run log.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null \
+      || echo "setup: could not install bubblewrap; children run with rlimits only" >&2
+  else
+    echo "setup: bubblewrap (bwrap) not found and cannot be installed here; children run with rlimits only" >&2
+  fi
+fi
+
+# torch first and pinned: this takes the local CPU build. An unpinned torch (asked for by transformers'
+# extras or by hand) would pull several GB of CUDA packages.
+python -m pip install -q --disable-pip-version-check torch==2.13.0
+python -m pip install -q --disable-pip-version-check -e ".[test]"
