@@ -32,7 +32,9 @@ VARIANTS = {
     "no_banned_words": ["task.banned_words=[]"],
     "fittest_last": ["crossmut.parent_order=fittest_last"],
     "no_low_temperature": ["crossmut.temperatures=[0.6,0.8,1.0]"],
-    "demo": ["experiment=demo"],  # the demo preset's operator settings
+    "fittest_last_no_low_temperature": ["crossmut.parent_order=fittest_last", "crossmut.temperatures=[0.6,0.8,1.0]"],
+    "plus_resample_copies": ["crossmut.parent_order=fittest_last", "crossmut.temperatures=[0.6,0.8,1.0]",
+                             "crossmut.resample_copies=1"],
 }
 
 
@@ -73,10 +75,16 @@ def main() -> None:
         results.append(res)
         print(f"{name}: {res['new_working']}/{res['samples']} new working, {res['scored']} scored, "
               f"{res['copies']} copies ({res['seconds']} s)", flush=True)
+    # Variants not run this time keep their earlier figures (each is a separate run of the same protocol).
+    out = Path(args.out)
+    earlier = json.loads(out.read_text())["results"] if out.exists() else []
+    ran = {r["variant"] for r in results}
+    results = [r for r in earlier if r["variant"] not in ran and r["variant"] in VARIANTS] + results
+    results.sort(key=lambda r: list(VARIANTS).index(r["variant"]))
     payload = {"lm": "gemma3-270m (default)", "prompts": args.prompts, "samples_per_prompt": args.samples,
                "train_steps": args.train_steps, "seed": args.seed, "python": platform.python_version(),
                "date": time.strftime("%Y-%m-%d"), "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2))
     print("\n| variant | samples | new working / sample | scored / sample | copies |\n|---|---:|---:|---:|---:|")
     for r in results:

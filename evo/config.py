@@ -52,6 +52,7 @@ class SandboxConfig:
 @dataclass
 class EvaluatorConfig:
     workers: int = 1
+    pin_cpus: bool = True
 
 
 @dataclass

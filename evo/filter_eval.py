@@ -48,13 +48,14 @@ class FilterAndEval:
         self.task, self.prepared, self.limits, self.alpha = task, prepared, limits, alpha
         self.scratch_root = str(scratch_root) if scratch_root else None
 
-    def __call__(self, code: str) -> Evaluation:
+    def __call__(self, code: str, cpus: Optional[list[int]] = None) -> Evaluation:
         t0 = time.time()
         failed = check_static(code, self.task.allowed_imports)
         if failed:
             return Evaluation(status=failed[0], reason=failed[1], eval_seconds=time.time() - t0)
         res = run_in_sandbox(self.task.harness, self.prepared.harness_kwargs, code, self.limits,
-                             readonly_paths=self.prepared.readonly_paths, scratch_root=self.scratch_root)
+                             readonly_paths=self.prepared.readonly_paths, scratch_root=self.scratch_root,
+                             extra_env=self.prepared.env, cpus=cpus)
         ev = Evaluation(status=res.status, reason=res.reason, eval_seconds=res.wall_s,
                         isolation=res.isolation, log_tail=res.log_tail or None)
         if res.status != outcome.OK:

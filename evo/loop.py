@@ -17,8 +17,9 @@ sampling, so LM time and training time overlap.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import queue
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +49,16 @@ class SearchSettings:
     seed: int = 0
     workers: int = 1
     progress: bool = True
+    pin_cpus: bool = True   # pin each concurrent child to its own core, counting down from the last one
+
+
+def cpu_slots(workers: int, pin: bool) -> list[Optional[list[int]]]:
+    """One CPU set per evaluator worker. Children take cores from the last one down, so core 0
+    stays with the search process (the LM); with more workers than cores, slots share cores."""
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return [None] * workers
+    cores = sorted(os.sched_getaffinity(0))
+    return [[cores[-1 - (i % len(cores))]] for i in range(workers)]
 
 
 @dataclass
@@ -61,6 +72,11 @@ class EvoPrompting:
     lm_factory: Callable[[], object]   # loads the LM on first use: a finished run never loads it
     _lm: Optional[object] = field(default=None, init=False)
     _submitted: set = field(default_factory=set, init=False)
+    _slots: queue.Queue = field(default_factory=queue.Queue, init=False)
+
+    def __post_init__(self):
+        for slot in cpu_slots(self.settings.workers, self.settings.pin_cpus):
+            self._slots.put(slot)
 
     @property
     def lm(self):
@@ -71,7 +87,11 @@ class EvoPrompting:
     # -- evaluation, in a thread pool; each child runs in its own sandboxed process ---------------
     def _evaluate_child(self, child: Child) -> None:
         self.archive.log_event("eval_started", round=child.round, child_id=child.id)
-        ev = self.evaluate(child.code)
+        cpus = self._slots.get()  # one slot per worker thread: no two children share a pinned core
+        try:
+            ev = self.evaluate(child.code, cpus=cpus)
+        finally:
+            self._slots.put(cpus)
         self.archive.record_result(child.id, **ev.as_dict())
 
     def _submit(self, pool: ThreadPoolExecutor, children: list[Child], bar) -> list[Future]:

@@ -83,7 +83,8 @@ def run(cfg: DictConfig) -> float:
     evaluate = FilterAndEval(task, task.prepare(cache_dir), limits, cfg.search.alpha, scratch_root=None)
     search = EvoPrompting(
         settings=SearchSettings(rounds=cfg.search.rounds, prompts_per_round=cfg.search.prompts_per_round,
-                                seed=cfg.seed, workers=cfg.evaluator.workers, progress=cfg.progress),
+                                seed=cfg.seed, workers=cfg.evaluator.workers, progress=cfg.progress,
+                                pin_cpus=cfg.evaluator.pin_cpus),
         task=task,
         crossmut=CrossMut(**OmegaConf.to_container(cfg.crossmut)),
         selection=instantiate(cfg.selection),

@@ -360,7 +360,7 @@ def child_env(limits: SandboxLimits, home: str, tmp: str, pythonpath: Sequence[s
         "WANDB_MODE": "disabled",
     }
     if limits.threads == 1:
-        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"  # threads are really capped by `cpus`
     for key, value in (extra_env or {}).items():
         if value is None:
             env.pop(key, None)
@@ -376,7 +376,8 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
                    extra_pythonpath: Sequence[str] = (),
                    extra_env: Mapping[str, str | None] | None = None,
                    devices: Sequence[str] = (),
-                   log_path: str | None = None) -> SandboxResult:
+                   log_path: str | None = None,
+                   cpus: Sequence[int] | None = None) -> SandboxResult:
     """Evaluate ``entry(code, **kwargs)`` in a fresh sandboxed process; never raises for
     anything the child does (only for a bad configuration on our side).
 
@@ -390,6 +391,7 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
         e.g. {"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": "0"} for a GPU child.
     devices: device nodes made available under bwrap (e.g. /dev/nvidia0, /dev/nvidiactl).
     log_path: keep the child's full log there (it is otherwise deleted with the folder).
+    cpus: pin the child to these CPU indices (sched_setaffinity, before the entry is imported).
     """
     for path in list(readonly_paths) + list(extra_pythonpath):
         if not os.path.exists(path):
@@ -405,6 +407,7 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     nonce = secrets.token_hex(16)
     spec = {
         "nonce": nonce, "entry": entry, "kwargs": kwargs, "code": code, "pythonpath": pythonpath,
+        "cpus": list(cpus) if cpus else None,
         "rlimits": {
             "as_bytes": (limits.memory_mb << 20) if limits.memory_mb else None,
             "cpu_s": limits.cpu_limit_s(),

@@ -201,6 +201,10 @@ def main(argv: list[str]) -> int:
     status, reason, payload = outcome.CRASHED, "", {}
     try:
         _set_rlimits(spec.get("rlimits") or {})
+        if spec.get("cpus"):
+            # XLA:CPU sizes its thread pool by the affinity mask, and no flag limits it: pinning is
+            # what makes a 1-thread child use 1 core (and train deterministically).
+            os.sched_setaffinity(0, spec["cpus"])
         module_name, _, func_name = entry.partition(":")
         import importlib
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 # Two shared cores: one thread per library, set before jax/torch are imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest

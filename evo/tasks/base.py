@@ -19,6 +19,7 @@ class Prepared:
     """What every sandboxed evaluation of this task gets: harness kwargs and read-only paths."""
     harness_kwargs: dict
     readonly_paths: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)   # extra environment of the child process (e.g. XLA flags)
 
 
 class Task:

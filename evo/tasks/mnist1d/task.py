@@ -40,4 +40,6 @@ class MNIST1DTask(Task):
         path = self.data_path(cache_dir)
         if not path.exists():
             save_splits(make_splits(**self.data_kwargs), path)
-        return Prepared(harness_kwargs={"data_path": str(path), **self.train_kwargs}, readonly_paths=[str(path)])
+        from evo.tasks.mnist1d.harness import CHILD_ENV
+        return Prepared(harness_kwargs={"data_path": str(path), **self.train_kwargs}, readonly_paths=[str(path)],
+                        env=dict(CHILD_ENV))
