@@ -108,15 +108,20 @@ def pareto_plot(archive: Archive, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5))
     children = [r for r in rows if r["round"] >= 0]
     if children:
+        rounds = sorted({r["round"] for r in children})
+        cmap = plt.get_cmap("viridis", max(rounds[-1] - rounds[0] + 1, 2))  # one colour per round
         sc = ax.scatter([r["num_params"] for r in children], [1 - r["test_accuracy"] for r in children],
-                        c=[r["round"] for r in children], cmap="viridis", s=28, label="children")
-        fig.colorbar(sc, ax=ax, label="round")
+                        c=[r["round"] for r in children], cmap=cmap, vmin=rounds[0] - 0.5, vmax=rounds[-1] + 0.5,
+                        s=28, label="children")
+        fig.colorbar(sc, ax=ax, label="round", ticks=rounds)
         front = pareto_front([(r["num_params"], 1 - r["test_accuracy"]) for r in children])
         ax.step(*zip(*front), where="post", color="tab:red", lw=1.2, label="Pareto front (children)")
-    for r in (r for r in rows if r["round"] < 0):
+    for i, r in enumerate(r for r in rows if r["round"] < 0):
         ax.scatter(r["num_params"], 1 - r["test_accuracy"], marker="*", s=160, color="black")
-        ax.annotate(f" {r['seed_name']}", (r["num_params"], 1 - r["test_accuracy"]), fontsize=8)
+        ax.annotate(r["seed_name"], (r["num_params"], 1 - r["test_accuracy"]), fontsize=8,
+                    xytext=(6, 6 - 10 * (i % 2)), textcoords="offset points")  # alternate: seeds often overlap
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.1)
     ax.set_xlabel("model size (parameters, log scale)")
     ax.set_ylabel("test error")
     ax.set_title("Size vs test error (stars: seeds)")

@@ -50,7 +50,7 @@ def test_lm_options_compose(cfg_factory):
 
 def test_demo_preset_is_small(cfg_factory):
     cfg = cfg_factory("experiment=demo")
-    assert cfg.search.rounds * cfg.search.prompts_per_round * cfg.crossmut.samples_per_prompt <= 48
+    assert cfg.search.rounds * cfg.search.prompts_per_round * cfg.crossmut.samples_per_prompt <= 64
     assert cfg.task.train_steps < 8000 and cfg.experiment_name == "demo"
 
 

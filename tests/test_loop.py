@@ -64,6 +64,13 @@ def test_search_end_to_end(tiny_lm, tmp_path):
     for name in ("summary.md", "summary.json", "pareto.png"):
         assert (run_dir / name).stat().st_size > 0
     assert "New, distinct, working children" in r.stdout and str(run_dir) in r.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [s["round"] for s in summary["rounds"]] == [0, 1]
+    assert sum(s["samples"] for s in summary["rounds"]) == len(generated)
+    assert sum(s["new_working"] for s in summary["rounds"]) == sum(c["status"] in ("ok", "filtered") for c in generated)
+    report = subprocess.run([sys.executable, "-m", "evo.report", str(run_dir)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0 and "## Rounds" in report.stdout
 
     # Running the same command on a finished run changes nothing and loads no LM.
     again = subprocess.run(search_cmd(run_dir, tiny_lm, tmp_path / "cache"), cwd=REPO, capture_output=True,
