@@ -17,6 +17,7 @@ sampling, so LM time and training time overlap.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 def derive_seed(*parts) -> int:
     """A stable 31-bit seed from any parts (str hash is salted per process, so not that)."""
-    import hashlib
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 

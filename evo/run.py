@@ -28,7 +28,9 @@ log = logging.getLogger("evo")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Keys that shape the search: a resumed run must agree on them with the run it continues.
-_RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "seed", "lm.model")
+_RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "seed", "lm")
+# ...except these, which change where or how fast things run, not what is sampled.
+_RESUME_FREE = {"search": ("rounds",), "lm": ("threads", "device", "cache_dir", "name")}
 
 
 def _fingerprint(cfg: DictConfig) -> dict:
@@ -39,7 +41,8 @@ def _fingerprint(cfg: DictConfig) -> dict:
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node
-    out["search"] = {k: v for k, v in (out["search"] or {}).items() if k != "rounds"}  # more rounds may be added
+    for key, free in _RESUME_FREE.items():
+        out[key] = {k: v for k, v in (out[key] or {}).items() if k not in free}
     return out
 
 
