@@ -32,6 +32,7 @@ from evo import outcome
 from evo.archive import Archive, Child
 from evo.crossmut import CrossMut
 from evo.filter_eval import FilterAndEval
+from evo.program import code_hash
 from evo.prompt import Example
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,6 @@ class EvoPrompting:
 
     def _seed_population(self, pool) -> None:
         known = self.archive.seed_ids()
-        from evo.program import code_hash
         for name, code in self.task.seed_programs().items():
             if name not in known:
                 self.archive.insert_child(round=-1, seed_name=name, code=code, code_hash=code_hash(code))
