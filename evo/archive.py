@@ -117,10 +117,6 @@ class Child:
     seed_name: Optional[str] = None
     parents: tuple = ()
 
-    @property
-    def scored(self) -> bool:
-        return self.status == outcome.OK
-
 
 class Archive:
     def __init__(self, path: str | Path):

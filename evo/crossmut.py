@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from evo.filter_eval import fitness
 from evo.lm.base import Completion
 from evo.program import code_hash
 from evo.prompt import Example, make_fewshot_prompt, target_metrics
@@ -48,11 +49,11 @@ class CrossMut:
             drawn = [rng.choice(population) for _ in range(k)]
         else:
             drawn = rng.sample(list(population), k)
-        fitness = lambda e: -(e.num_params * (1 - e.val_accuracy))
+        key = lambda e: fitness(e.num_params, e.val_accuracy)
         if self.parent_order == "fittest_last":
-            drawn.sort(key=fitness)
+            drawn.sort(key=key)
         elif self.parent_order == "fittest_first":
-            drawn.sort(key=fitness, reverse=True)
+            drawn.sort(key=key, reverse=True)
         return drawn
 
     def draw_temperatures(self, count: int, rng: random.Random, offset: int = 0) -> list[float]:

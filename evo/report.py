@@ -18,7 +18,7 @@ from evo.archive import Archive
 
 
 def round_stats(archive: Archive) -> list[dict]:
-    rows = archive.query("SELECT round, status, fitness, duplicate_of, parents, tokens_out, lm_seconds, "
+    rows = archive.query("SELECT round, status, fitness, duplicate_of, tokens_out, lm_seconds, "
                          "eval_seconds FROM children WHERE round >= 0 ORDER BY id")
     parents_of = {r["round"]: set(json.loads(r["parents"])) for r in archive.query("SELECT * FROM rounds")}
     best_so_far: Optional[float] = None

@@ -32,6 +32,6 @@ class LanguageModel(Protocol):
     name: str
 
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
-               stop: Optional[StopRule] = None) -> list[Completion]:
+               stop: Optional[StopRule] = None, bad_words: Sequence[str] = ()) -> list[Completion]:
         """One completion per temperature, sampled as one batch, reproducible from ``seed``."""
         ...
