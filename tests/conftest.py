@@ -30,3 +30,11 @@ def cfg_factory(tmp_path):
     def make(*overrides):
         return compose_cfg([f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", *overrides])
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    """The tiny real LM of tests/tiny_lm.py, built once per test session (~20 s). Read-only: copy
+    it before changing its files."""
+    from tiny_lm import build_tiny_lm
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))

