@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional
 
 from evo import outcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: children.soft_prompt_round and the tuning table
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS children (
     tokens_in INTEGER,
     tokens_out INTEGER,
     lm_seconds REAL,
+    soft_prompt_round INTEGER,        -- sampled with the soft prompt tuned after this round; NULL: the base LM
     eval_seconds REAL,
     train_seconds REAL,
     compile_seconds REAL,
@@ -78,6 +79,17 @@ CREATE TABLE IF NOT EXISTS children (
 CREATE INDEX IF NOT EXISTS children_round ON children(round);
 CREATE INDEX IF NOT EXISTS children_hash ON children(code_hash);
 CREATE INDEX IF NOT EXISTS children_status ON children(status);
+CREATE TABLE IF NOT EXISTS tuning (
+    round INTEGER PRIMARY KEY,        -- TRAIN after this round: the soft prompt that round + 1 samples with
+    children TEXT NOT NULL,           -- JSON list of children.id trained on (C_ev minus the new parents)
+    texts INTEGER NOT NULL,           -- programs actually used (0: nothing to train on, prompt unchanged)
+    tokens INTEGER NOT NULL,
+    step_losses TEXT NOT NULL,        -- JSON: mean token cross-entropy of each optimiser step (nats)
+    epoch_losses TEXT NOT NULL,       -- JSON: per-epoch mean
+    seconds REAL NOT NULL,
+    adapter TEXT,                     -- folder of the saved soft prompt, relative to the run folder
+    finished_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -132,7 +144,15 @@ class Archive:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(SCHEMA)
+            self._migrate()
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _migrate(self) -> None:
+        """Archives written by schema 1 lack ``children.soft_prompt_round`` (NULL there: no tuning existed)."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(children)")}
+        if "soft_prompt_round" not in columns:
+            self._db.execute("ALTER TABLE children ADD COLUMN soft_prompt_round INTEGER")
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._lock:
@@ -244,6 +264,32 @@ class Archive:
             if r["selection"] != "seeds":
                 ids.update(json.loads(r["parents"]))
         return ids
+
+    # -- soft prompt tuning ----------------------------------------------------------------------
+    def record_tuning(self, round: int, *, children: list[int], texts: int, tokens: int, step_losses: list[float],
+                      epoch_losses: list[float], seconds: float, adapter: Optional[str]) -> None:
+        self._exec("INSERT INTO tuning (round, children, texts, tokens, step_losses, epoch_losses, seconds, adapter, "
+                   "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (round, json.dumps(children), texts, tokens, json.dumps(step_losses), json.dumps(epoch_losses),
+                    seconds, adapter, time.time()))
+
+    def tuning(self) -> list[dict]:
+        """Every TRAIN step so far, by round, with its JSON columns decoded."""
+        out = []
+        for r in self.query("SELECT * FROM tuning ORDER BY round"):
+            for key in ("children", "step_losses", "epoch_losses"):
+                r[key] = json.loads(r[key])
+            out.append(r)
+        return out
+
+    def tuned(self, round: int) -> bool:
+        return bool(self._rows("SELECT 1 FROM tuning WHERE round = ?", (round,)))
+
+    def latest_adapter(self, before_round: int) -> tuple[Optional[int], Optional[str]]:
+        """(round, folder) of the newest saved soft prompt trained before ``before_round`` starts."""
+        rows = self._rows("SELECT round, adapter FROM tuning WHERE round < ? AND adapter IS NOT NULL "
+                          "ORDER BY round DESC LIMIT 1", (before_round,))
+        return (rows[0]["round"], rows[0]["adapter"]) if rows else (None, None)
 
     def prompt_row(self, round: int, prompt_index: int) -> Optional[dict]:
         rows = self._rows("SELECT * FROM prompts WHERE round = ? AND prompt_index = ?", (round, prompt_index))

@@ -56,6 +56,20 @@ class EvaluatorConfig:
 
 
 @dataclass
+class SoftPromptConfig:
+    """evo.tuning.PromptTuningConfig's fields (the TRAIN step between rounds)."""
+    num_virtual_tokens: int = 16
+    epochs: int = 5
+    batch_size: int = 16
+    learning_rate: float = 0.1
+    max_length: int = 1024
+    init: str = "vocab"
+    micro_batch_size: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclass
 class AblationConfig:
     name: str = "none"
     prompt_tuning: bool = True
@@ -71,6 +85,7 @@ class EvoConfig:
     ablation: AblationConfig = field(default_factory=AblationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     crossmut: CrossMutConfig = field(default_factory=CrossMutConfig)
+    soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     seed: int = 0
@@ -128,9 +143,55 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     if not 0 < cfg.task.learning_rate < 10:
         _fail("task.learning_rate", cfg.task.learning_rate, "The AdamW learning rate must be positive.",
               "pass task.learning_rate=0.01 (the paper's value).")
-    if needs_lm:
-        from evo.lm.hf import LMUnavailableError, check_available
+    sp = cfg.soft_prompt
+    for key in ("num_virtual_tokens", "epochs", "batch_size", "max_length", "micro_batch_size"):
+        if sp[key] < 1:
+            _fail(f"soft_prompt.{key}", sp[key], "It counts something and must be at least 1.",
+                  f"pass soft_prompt.{key}={SoftPromptConfig.__dataclass_fields__[key].default}.")
+    if not sp.learning_rate > 0:
+        _fail("soft_prompt.learning_rate", sp.learning_rate, "It must be positive.", "pass soft_prompt.learning_rate=0.1 (paper).")
+    if sp.init not in ("vocab", "random"):
+        _fail("soft_prompt.init", sp.init, "Allowed values: vocab, random.", "pass soft_prompt.init=vocab.")
+    _validate_ablation(cfg)
+    check = getattr(_lm_class(cfg), "check_config", None)   # a backend's own fast check, before any compute
+    if needs_lm and check is not None:
+        from evo.lm.base import LMUnavailableError
         try:
-            check_available(cfg.lm.model)
+            check(cfg.lm)
         except LMUnavailableError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def _lm_class(cfg: DictConfig):
+    from hydra.utils import get_class
+    target = cfg.lm.get("_target_") if hasattr(cfg.lm, "get") else None
+    if not target:
+        return None
+    try:
+        return get_class(target)
+    except Exception as exc:   # a typo in lm._target_
+        raise ConfigError(f"Invalid configuration: lm._target_={target!r} cannot be imported ({exc}). "
+                          "Fix: choose an option of the lm group (lm=gemma270m, lm=hf, lm=codegen, lm=openai, ...).") from None
+
+
+def _validate_ablation(cfg: DictConfig) -> None:
+    """Combinations the paper's ablations cannot run with."""
+    a = cfg.ablation
+    lm_class = _lm_class(cfg)
+    tunes = a.prompt_tuning and not a.naive_fewshot and cfg.search.rounds > 1
+    if tunes and lm_class is not None and not getattr(lm_class, "supports_prompt_tuning", False):
+        _fail("ablation.prompt_tuning", True,
+              f"Soft prompt tuning trains input embeddings, so it needs the LM's weights here; {lm_class.__name__} "
+              "(lm._target_) does not have them (a remote server, for example).",
+              "pass ablation=no_prompt_tuning, or choose a local LM (lm=gemma270m, lm=hf, lm=codegen).")
+    target = str(cfg.selection.get("_target_", ""))
+    if a.random_parents and not target.endswith((".PaperTopK", ".RandomParents")):
+        from hydra.utils import get_class
+        rule = getattr(get_class(target), "name", target.rsplit(".", 1)[-1])
+        _fail("ablation.random_parents", True,
+              f"The random-parents ablation replaces GETTOP by a uniform draw, so it cannot be combined with "
+              f"selection={rule}.",
+              "keep selection=paper_topk (the default) with ablation=random_parents, or drop the ablation.")
+    if a.naive_fewshot and a.random_parents:
+        _fail("ablation", a.name, "naive_fewshot runs a single round, so there are no parents to select at random.",
+              "choose one ablation: ablation=naive_fewshot or ablation=random_parents.")

@@ -2,10 +2,12 @@
 
     P <- seeds (evaluated like any child; never part of the history G)
     for t in 0..T-1:
-        C    <- CROSSMUT(LM, P, m, k, n)          evo.crossmut
-        C_ev <- FILTERANDEVAL(C, alpha)           evo.filter_eval (children run in the sandbox)
-        G    <- G + C_ev                          evo.archive (children with status ok)
-        P    <- GETTOP(G, p)  (before round t+1)  evo.selection
+        C     <- CROSSMUT(LM_theta, P, m, k, n)    evo.crossmut
+        C_ev  <- FILTERANDEVAL(C, alpha)           evo.filter_eval (children run in the sandbox)
+        G     <- G + C_ev                          evo.archive (children with status ok)
+        if t < T-1:                                (done at the start of round t+1)
+            P     <- GETTOP(G, p)                  evo.selection
+            theta <- TRAIN(theta, C_ev \\ P)       evo.tuning (soft prompt; skipped by ablation=no_prompt_tuning)
     return GETTOP(G, p)
 
 Every step is written to the archive before the next one starts, and every random choice is
@@ -19,11 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import queue
 import random
+import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 from tqdm.auto import tqdm
@@ -33,7 +38,7 @@ from evo.archive import Archive, Child
 from evo.crossmut import CrossMut
 from evo.filter_eval import FilterAndEval
 from evo.program import code_hash
-from evo.prompt import Example
+from evo.prompt import Example, training_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,11 @@ class EvoPrompting:
     evaluate: FilterAndEval
     archive: Archive
     lm_factory: Callable[[], object]   # loads the LM on first use: a finished run never loads it
+    tuning: Optional[object] = None    # evo.tuning.PromptTuningConfig; None: no soft prompt tuning (ablation)
+    run_dir: Optional[Path] = None     # where each round's soft prompt is saved (soft_prompt/round_<t>)
     _lm: Optional[object] = field(default=None, init=False)
+    _tuner: Optional[object] = field(default=None, init=False)
+    _prompt_round: Optional[int] = field(default=None, init=False)   # the soft prompt the LM samples with now
     _submitted: set = field(default_factory=set, init=False)
     _slots: queue.Queue = field(default_factory=queue.Queue, init=False)
 
@@ -162,6 +171,8 @@ class EvoPrompting:
 
     def _round(self, t: int, pool) -> None:
         parent_ids, _ = self._population(t)
+        if t > 0:
+            self._tune(t - 1, parent_ids)
         population = [self._example(self.archive.get(i)) for i in parent_ids]
         m, n = self.settings.prompts_per_round, self.crossmut.samples_per_prompt
         round_label = f"round {t + 1}/{self.settings.rounds}"
@@ -192,6 +203,7 @@ class EvoPrompting:
         attempt = self.archive.prompt_attempts(prompt_id) + 1
         count = n if attempt == 0 else self._copies(prompt_id, attempt - 1)
         while count and attempt <= self.crossmut.resample_copies:
+            soft_prompt_round = self._use_soft_prompt(t)
             temps = self.crossmut.draw_temperatures(
                 count, random.Random(derive_seed(self.settings.seed, "temps", t, j, attempt)))
             samples = self.crossmut.sample(self.lm, self.task, prompt, temps,
@@ -203,7 +215,8 @@ class EvoPrompting:
                         round=t, code=s.code, code_hash=s.code_hash, prompt_id=prompt_id, sample_index=i,
                         attempt=attempt, parents=parent_ids, prompt=prompt, temperature=c.temperature,
                         raw_completion=c.text, repairs=s.repairs, stop_reason=c.stop_reason,
-                        lm_name=self.lm.name, tokens_in=c.tokens_in, tokens_out=c.tokens_out, lm_seconds=c.seconds)
+                        lm_name=self.lm.name, tokens_in=c.tokens_in, tokens_out=c.tokens_out, lm_seconds=c.seconds,
+                        soft_prompt_round=soft_prompt_round)
             if sample_bar is not None and attempt == 0:
                 sample_bar.update(len(samples))
             futures += self._submit(pool, self.archive.pending(t), eval_bar)
@@ -216,6 +229,71 @@ class EvoPrompting:
         return len(self.archive.query(
             "SELECT id FROM children WHERE prompt_id = ? AND attempt = ? AND status = ?",
             (prompt_id, attempt, outcome.DUPLICATE)))
+
+    # -- Algorithm 1 line 11: theta_{t+1} <- TRAIN(theta_t, C_ev \ P) ------------------------------------
+    @property
+    def tuner(self):
+        if self._tuner is None:
+            from evo.tuning import SoftPromptTuner
+            self._tuner = SoftPromptTuner(self.lm, self.tuning, seed=derive_seed(self.settings.seed, "soft_prompt"))
+        return self._tuner
+
+    def _use_soft_prompt(self, t: int) -> Optional[int]:
+        """Put the LM in the state round t samples with: the newest soft prompt saved before round t
+        (None: the base LM). On resume this reloads it from the run folder."""
+        if self.tuning is None:
+            return None
+        r, folder = self.archive.latest_adapter(t)
+        if r != self._prompt_round:
+            if r is None:
+                self.tuner.deactivate()
+            else:
+                self.tuner.load(self.run_dir / folder)
+                self.tuner.activate()
+            self._prompt_round = r
+        return r
+
+    def _tune(self, t: int, next_parents: list[int]) -> None:
+        """TRAIN after round t on C_ev \\ P: round t's scored children that were not just chosen as
+        the parents of round t+1. Continues from the soft prompt round t sampled with."""
+        if self.tuning is None or self.archive.tuned(t):
+            return
+        self._use_soft_prompt(t)   # theta_t (reloaded after a kill)
+        chosen = set(next_parents)
+        data = [c for c in self.archive.children("round = ? AND status = ?", (t, outcome.OK)) if c.id not in chosen]
+        texts = [training_text(self.task.prelude, self._example(c)) for c in data]
+        if not texts:
+            log.warning("round %d: no scored child outside the new parents, so the soft prompt is not trained "
+                        "(round %d samples with the same prompt as round %d)", t, t + 1, t)
+            self.archive.record_tuning(t, children=[], texts=0, tokens=0, step_losses=[], epoch_losses=[],
+                                       seconds=0.0, adapter=None)
+            return
+        steps = self.tuning.epochs * math.ceil(len(texts) / self.tuning.batch_size)
+        bar = self._bar(f"round {t + 2}/{self.settings.rounds} soft prompt tuning on {len(texts)} programs",
+                        total=steps, unit="step")
+        step_losses = self.tuner.train(texts, seed=derive_seed(self.settings.seed, "tune", t),
+                                       on_step=(lambda loss: bar.update(1)) if bar is not None else None)
+        self._close(bar)
+        summary = self.tuner.history[-1] if step_losses else {"finite": False, "texts": 0, "tokens": 0,
+                                                               "epoch_losses": [float("nan")], "seconds": 0.0}
+        folder = Path("soft_prompt") / f"round_{t}"
+        if summary["finite"]:
+            final, tmp = self.run_dir / folder, self.run_dir / folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.tuner.save(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)   # a kill leaves either no folder or a whole one
+            self.tuner.activate()
+            self._prompt_round = t
+        else:   # a diverged prompt is not kept: the next round samples with the previous one
+            log.warning("round %d: soft prompt tuning diverged (non-finite loss); keeping the previous prompt", t)
+            self.tuner.reset()         # base LM now; _use_soft_prompt reloads the previous prompt, if any
+            self._prompt_round = None
+        self.archive.record_tuning(t, children=[c.id for c in data], texts=summary["texts"], tokens=summary["tokens"],
+                                   step_losses=step_losses, epoch_losses=summary["epoch_losses"],
+                                   seconds=summary["seconds"], adapter=str(folder) if summary["finite"] else None)
+        log.info("round %d: soft prompt tuned on %d programs in %.0f s, loss %.3f -> %.3f", t, summary["texts"],
+                 summary["seconds"], summary["epoch_losses"][0], summary["epoch_losses"][-1])
 
     @staticmethod
     def _example(child: Child) -> Example:

@@ -57,3 +57,11 @@ def make_fewshot_prompt(prelude: str, parents: Sequence[Example], target: dict, 
     # The prompt ends mid-line inside the body (prefill): ending on a newline after the class
     # header makes small models close the class at once (offline-models notes).
     return "\n".join(parts) + "\n" + prefill
+
+
+def training_text(prelude: str, example: Example) -> str:
+    """A program as soft prompt tuning learns it: the prompt's prelude, the program's own metrics
+    docstring, then its class, formatted exactly as an in-context example (so the tuned prompt
+    learns the text it will be asked to continue)."""
+    return "\n".join([prelude.strip(), "", metrics_docstring(example.num_params, example.val_accuracy),
+                      normalise_class(example.code), ""])

@@ -1,4 +1,5 @@
-"""What a person reads after a run: per-round table, the best programs, the Pareto plot.
+"""What a person reads after a run: per-round table, the best programs, the Pareto plot, and the
+soft prompt's loss curves.
 
 Everything is computed from the archive alone, so it can be redrawn for any run folder:
 ``python -m evo.report outputs/mnist1d/demo/<timestamp>``.
@@ -89,6 +90,42 @@ def summary_text(stats: list[dict], best: list[dict], seeds: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tuning_text(tuning: list[dict]) -> str:
+    if not tuning:
+        return ""
+    lines = ["", "## Soft prompt tuning (TRAIN after each round but the last)", "",
+             "| after round | programs | tokens | loss first epoch | loss last epoch | seconds |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for t in tuning:
+        first, last = (t["epoch_losses"][0], t["epoch_losses"][-1]) if t["epoch_losses"] else (None, None)
+        lines.append(f"| {t['round']} | {t['texts']} | {t['tokens']} | {_fmt(first, '.3f')} | {_fmt(last, '.3f')} | "
+                     f"{t['seconds']:.0f} |" + ("" if t["adapter"] or not t["texts"] else " diverged: not used"))
+    return "\n".join(lines)
+
+
+def tuning_plot(tuning: list[dict], path: Path) -> None:
+    """Loss of every optimiser step, one line per round, on one step axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    start = 0
+    for t in tuning:
+        steps = t["step_losses"]
+        if steps:
+            ax.plot(range(start, start + len(steps)), steps, marker=".", label=f"after round {t['round']}")
+            start += len(steps)
+    ax.set_xlabel("optimiser step (all rounds)")
+    ax.set_ylabel("token cross-entropy (nats)")
+    ax.set_title("Soft prompt tuning loss")
+    ax.grid(True, alpha=0.3)
+    if start:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Non-dominated points for minimising both coordinates, sorted by the first."""
     front, best = [], float("inf")
@@ -136,13 +173,16 @@ def write_report(archive: Archive, run_dir: Path, survivors: int = 10) -> dict:
     stats = round_stats(archive)
     best = best_programs(archive, survivors)
     seeds = archive.query("SELECT seed_name, status, num_params, val_accuracy FROM children WHERE round = -1")
-    text = summary_text(stats, best, seeds)
+    tuning = archive.tuning()
+    text = summary_text(stats, best, seeds) + tuning_text(tuning)
     fits = [s["best_fitness_so_far"] for s in stats if s["best_fitness_so_far"] is not None]
     summary = {"rounds": stats, "best": best, "seeds": seeds, "best_fitness": fits[-1] if fits else None,
-               "text": text}
+               "soft_prompt": tuning, "text": text}
     (run_dir / "summary.md").write_text(text + "\n")
     (run_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=2))
     pareto_plot(archive, run_dir / "pareto.png")
+    if tuning:
+        tuning_plot(tuning, run_dir / "soft_prompt.png")
     return summary
 
 

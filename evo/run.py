@@ -28,9 +28,11 @@ log = logging.getLogger("evo")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Keys that shape the search: a resumed run must agree on them with the run it continues.
-_RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "seed", "lm")
+_RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "soft_prompt", "seed", "lm")
 # ...except these, which change where or how fast things run, not what is sampled.
-_RESUME_FREE = {"search": ("rounds",), "lm": ("threads", "device", "cache_dir", "name")}
+_RESUME_FREE = {"search": ("rounds",), "lm": ("threads", "device", "cache_dir", "name", "concurrency", "timeout_s",
+                                              "max_retries", "backoff_s", "api_key_env"),
+                "soft_prompt": ("micro_batch_size",)}
 
 
 def _fingerprint(cfg: DictConfig) -> dict:
@@ -42,6 +44,8 @@ def _fingerprint(cfg: DictConfig) -> dict:
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node
     for key, free in _RESUME_FREE.items():
+        if key == "search" and cfg.ablation.naive_fewshot:
+            continue   # there T sets the samples per prompt of the single round
         out[key] = {k: v for k, v in (out[key] or {}).items() if k not in free}
     return out
 
@@ -63,39 +67,66 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
     return True
 
 
-def run(cfg: DictConfig) -> float:
-    """Build every component from the config, run Algorithm 1, report. Returns the best fitness."""
-    from evo.archive import Archive
+def effective_search(cfg: DictConfig) -> tuple[int, int, int]:
+    """(rounds, prompts per round, samples per prompt) after the ablation: naive few-shot runs one
+    round with T x n samples per prompt, so the total sample budget is the full search's."""
+    rounds, m, n = cfg.search.rounds, cfg.search.prompts_per_round, cfg.crossmut.samples_per_prompt
+    if cfg.ablation.naive_fewshot:
+        return 1, m, n * rounds
+    return rounds, m, n
+
+
+def build_selection(cfg: DictConfig):
+    """The selection group's rule, or a uniform draw under the random-parents ablation."""
+    if cfg.ablation.random_parents:
+        from evo.selection import RandomParents
+        return RandomParents(survivors=cfg.selection.survivors, retire=cfg.selection.get("retire", True))
+    return instantiate(cfg.selection)
+
+
+def build_search(cfg: DictConfig, archive, task=None):
+    """Every component of Algorithm 1 from the config (nothing is loaded or trained here)."""
     from evo.crossmut import CrossMut
     from evo.filter_eval import FilterAndEval
     from evo.loop import EvoPrompting, SearchSettings
-    from evo.report import write_report
     from evo.sandbox import SandboxLimits, describe_isolation
+    from evo.tuning import PromptTuningConfig
+
+    task = task if task is not None else instantiate(cfg.task)
+    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
+    log.info("sandbox: %s", describe_isolation(limits))
+    rounds, m, n = effective_search(cfg)
+    tunes = cfg.ablation.prompt_tuning and rounds > 1
+    log.info("ablation %s: %d rounds x %d prompts x %d samples, parents by %s, soft prompt tuning %s",
+             cfg.ablation.name, rounds, m, n, "random draw" if cfg.ablation.random_parents else cfg.selection._target_,
+             "on" if tunes else "off")
+    crossmut = CrossMut(**{**OmegaConf.to_container(cfg.crossmut), "samples_per_prompt": n})
+    return EvoPrompting(
+        settings=SearchSettings(rounds=rounds, prompts_per_round=m, seed=cfg.seed, workers=cfg.evaluator.workers,
+                                progress=cfg.progress, pin_cpus=cfg.evaluator.pin_cpus),
+        task=task,
+        crossmut=crossmut,
+        selection=build_selection(cfg),
+        evaluate=FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha,
+                               scratch_root=None),
+        archive=archive,
+        lm_factory=lambda: instantiate(cfg.lm),
+        tuning=PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt)) if tunes else None,
+        run_dir=Path(cfg.run_dir),
+    )
+
+
+def run(cfg: DictConfig) -> float:
+    """Build every component from the config, run Algorithm 1, report. Returns the best fitness."""
+    from evo.archive import Archive
+    from evo.report import write_report
 
     validate(cfg)
-    run_dir, cache_dir = Path(cfg.run_dir), Path(os.path.expanduser(cfg.cache_dir))
+    run_dir = Path(cfg.run_dir)
     archive = Archive(run_dir / "archive.sqlite")
     resumed = _check_resume(archive, cfg)
     print(f"Run folder: {run_dir}" + ("  (resuming)" if resumed else ""), flush=True)
-
-    task = instantiate(cfg.task)
-    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
-    log.info("sandbox: %s", describe_isolation(limits))
-    if cfg.ablation.prompt_tuning:
-        log.info("soft prompt tuning between rounds is not implemented yet: every round samples the base LM")
-    evaluate = FilterAndEval(task, task.prepare(cache_dir), limits, cfg.search.alpha, scratch_root=None)
-    search = EvoPrompting(
-        settings=SearchSettings(rounds=cfg.search.rounds, prompts_per_round=cfg.search.prompts_per_round,
-                                seed=cfg.seed, workers=cfg.evaluator.workers, progress=cfg.progress,
-                                pin_cpus=cfg.evaluator.pin_cpus),
-        task=task,
-        crossmut=CrossMut(**OmegaConf.to_container(cfg.crossmut)),
-        selection=instantiate(cfg.selection),
-        evaluate=evaluate,
-        archive=archive,
-        lm_factory=lambda: instantiate(cfg.lm),
-    )
-    search.run()
+    build_search(cfg, archive).run()
     summary = write_report(archive, run_dir, survivors=cfg.selection.survivors)
     print(summary["text"], flush=True)
     print(f"\nRun folder: {run_dir}\n  archive: {run_dir / 'archive.sqlite'}\n  summary: {run_dir / 'summary.md'}"

@@ -38,6 +38,9 @@ Choices the paper does not state (config values, documented here):
   environment of the process, set before torch starts, cut 21.6 s to 16.5 s). On a GPU use more.
 - The base model stays in eval mode while tuning (no dropout): training is deterministic for a
   seed and a base model's dropout would only add noise to a frozen network.
+- ``init="vocab"`` is the default: on Gemma-270M and 16 programs its loss starts at 1.6 nats per
+  token against 5.0 for ``random``, so a prompt tuned for only 5 epochs on a few programs does
+  not push the next round's samples off the code distribution. (peft's own default is random.)
 - ``init="random"``: i.i.d. normal values with the standard deviation of the model's input
   embeddings (as the model scales them: Gemma multiplies by sqrt(hidden), std ~1.0, which is what
   peft's RANDOM init draws; GPT-2-like models have std ~0.1, where N(0, 1) would be far out of
@@ -65,7 +68,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 STATE_FILE = "tuner_state.json"   # evo's own record next to peft's adapter files
 
@@ -77,7 +80,7 @@ class PromptTuningConfig:
     batch_size: int = 16           # paper
     learning_rate: float = 0.1     # paper
     max_length: int = 1024         # truncate training texts (tokens)
-    init: str = "random"           # "random" | "vocab" (see the module docstring)
+    init: str = "vocab"            # "vocab" | "random" (see the module docstring) [NOT IN PAPER]
     micro_batch_size: int = 1      # texts per forward/backward pass inside a batch (memory/speed only)
     weight_decay: float = 0.0      # AdamW [NOT IN PAPER]
     max_grad_norm: float = 1.0     # gradient clipping of the soft prompt; 0 disables [NOT IN PAPER]
@@ -298,7 +301,13 @@ class SoftPromptTuner:
                 tokens += sum(len(r) - 1 for r in rows)
         return total / tokens
 
-    def train(self, texts: Sequence[str], seed: int) -> list[float]:
+    def reset(self) -> None:
+        """Back to the initial soft prompt (after a diverged training), sampling with the base model."""
+        self._init_prompt(self.seed)
+        self.deactivate()
+
+    def train(self, texts: Sequence[str], seed: int,
+              on_step: Optional[Callable[[float], None]] = None) -> list[float]:
         """Train the soft prompt on ``texts`` for ``cfg.epochs`` epochs, starting from the current one.
 
         Returns the loss of every optimisation step (mean cross-entropy per scored token of that
@@ -306,6 +315,7 @@ class SoftPromptTuner:
         values. The per-epoch means are in ``self.epoch_losses``; a summary of the call is
         appended to ``self.history``. Deterministic for a given starting prompt, ``texts`` and
         ``seed`` (same machine, same thread count). No usable texts: nothing changes, ``[]``.
+        ``on_step(loss)`` is called after each optimiser step (progress bars).
         """
         import torch
 
@@ -345,6 +355,8 @@ class SoftPromptTuner:
                     torch.nn.utils.clip_grad_norm_([weight], cfg.max_grad_norm)
                 optimizer.step()
                 step_losses.append(batch_nll / n_tokens)
+                if on_step is not None:
+                    on_step(step_losses[-1])
                 epoch_nll += batch_nll
                 epoch_tokens += n_tokens
             epoch_losses.append(epoch_nll / epoch_tokens)

@@ -1,0 +1,114 @@
+"""The paper's ablations: each option composes, only sets flags, and the flags change what the
+search does (real Hydra multirun, tiny real LM, real training). Impossible combinations fail
+before any compute."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+
+import pytest
+
+from evo.archive import Child
+from evo.config import ConfigError, validate
+from evo.run import build_selection, effective_search
+from evo.selection import PaperTopK, RandomParents
+from runs import REPO, TUNABLE, rows, search_cmd
+
+ABLATIONS = ("none", "no_prompt_tuning", "random_parents", "naive_fewshot")
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_each_ablation_only_sets_flags(cfg_factory, name):
+    cfg = cfg_factory(f"ablation={name}")
+    assert set(cfg.ablation) == {"name", "prompt_tuning", "random_parents", "naive_fewshot"}
+    assert cfg.ablation.name == name
+    expected = {"none": (True, False, False), "no_prompt_tuning": (False, False, False),
+                "random_parents": (True, True, False), "naive_fewshot": (False, False, True)}[name]
+    assert (cfg.ablation.prompt_tuning, cfg.ablation.random_parents, cfg.ablation.naive_fewshot) == expected
+    # Nothing else in the search changes with the option.
+    base = cfg_factory()
+    assert (cfg.search, cfg.crossmut, cfg.selection, cfg.soft_prompt) == (base.search, base.crossmut, base.selection,
+                                                                         base.soft_prompt)
+
+
+def test_naive_fewshot_keeps_the_sample_budget(cfg_factory):
+    full, naive = cfg_factory(), cfg_factory("ablation=naive_fewshot")
+    rounds, m, n = effective_search(full)
+    assert (rounds, m, n) == (10, 10, 16)
+    assert effective_search(naive) == (1, m, n * rounds)
+
+
+def _history(size: int) -> list[Child]:
+    return [Child(id=i, round=0, code="", code_hash=str(i), status="ok", num_params=1000 + i, val_accuracy=0.9,
+                  fitness=-float(i)) for i in range(size)]
+
+
+def test_random_parents_picks_parents_gettop_would_not(cfg_factory):
+    gettop = build_selection(cfg_factory("selection.survivors=4"))
+    rand = build_selection(cfg_factory("ablation=random_parents", "selection.survivors=4"))
+    assert isinstance(gettop, PaperTopK) and isinstance(rand, RandomParents) and rand.survivors == 4
+    history = _history(20)
+    top = [c.id for c in gettop(history, set(), random.Random(0))]
+    assert top == [0, 1, 2, 3]
+    draws = [sorted(c.id for c in rand(history, set(), random.Random(seed))) for seed in range(10)]
+    assert all(len(d) == 4 for d in draws)
+    assert sum(d != top for d in draws) >= 9            # almost never GETTOP's choice
+    assert len({c for d in draws for c in d}) > 10      # and spread over the history
+
+
+def test_impossible_combinations_fail_before_compute(cfg_factory):
+    with pytest.raises(ConfigError, match="ablation=no_prompt_tuning"):
+        validate(cfg_factory("lm=openai", "lm.model=some-model"))
+    validate(cfg_factory("lm=openai", "lm.model=some-model", "ablation=no_prompt_tuning"))
+    with pytest.raises(ConfigError, match="ablation.random_parents.*pareto|pareto.*random"):
+        validate(cfg_factory("ablation=random_parents", "selection=pareto"))
+    with pytest.raises(ConfigError, match="naive_fewshot"):
+        validate(cfg_factory("ablation=naive_fewshot", "ablation.random_parents=true"))
+
+
+def test_multirun_of_the_four_ablations(tiny_lm_dir, tmp_path):
+    """`python -m evo.run --multirun ablation=none,no_prompt_tuning,random_parents,naive_fewshot`."""
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(search_cmd(sweep, tiny_lm_dir, tmp_path / "cache", "ablation=" + ",".join(ABLATIONS),
+                                  settings=TUNABLE, multirun=True),
+                       cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = {}
+    for job in sweep.iterdir():
+        if (job / "archive.sqlite").exists():
+            overrides = (job / ".hydra" / "overrides.yaml").read_text()
+            runs[next(a for a in ABLATIONS if f"ablation={a}\n" in overrides + "\n")] = job
+    assert set(runs) == set(ABLATIONS)
+
+    def rounds(name):
+        return rows(runs[name], "SELECT * FROM rounds ORDER BY round")
+
+    def sampled(name, where="1"):
+        return rows(runs[name], f"SELECT * FROM children WHERE round >= 0 AND {where} ORDER BY id")
+
+    # none: TRAIN between the rounds, round 1 samples with the tuned prompt.
+    assert [t["round"] for t in rows(runs["none"], "SELECT round FROM tuning")] == [0]
+    assert {c["soft_prompt_round"] for c in sampled("none", "round = 1")} == {0}
+    # no_prompt_tuning: the same round 0 (same seed, same parents), then the base LM writes another round 1.
+    assert rows(runs["no_prompt_tuning"], "SELECT * FROM tuning") == []
+    assert {c["soft_prompt_round"] for c in sampled("no_prompt_tuning")} == {None}
+    key = lambda c: (c["prompt_id"], c["sample_index"], c["attempt"], c["raw_completion"])  # noqa: E731
+    assert [key(c) for c in sampled("none", "round = 0")] == [key(c) for c in sampled("no_prompt_tuning", "round = 0")]
+    assert rounds("none")[1]["parents"] == rounds("no_prompt_tuning")[1]["parents"]
+    assert [c["raw_completion"] for c in sampled("none", "round = 1")] != \
+        [c["raw_completion"] for c in sampled("no_prompt_tuning", "round = 1")]
+    # random_parents: round 1's parents come from the random rule; tuning is kept.
+    assert [r["selection"] for r in rounds("random_parents")] == ["seeds", "random"]
+    assert [r["selection"] for r in rounds("none")] == ["seeds", "paper_topk"]
+    assert [t["round"] for t in rows(runs["random_parents"], "SELECT round FROM tuning")] == [0]
+    # naive_fewshot: one round of prompts built from the seeds, n x T samples each (same budget).
+    assert [r["round"] for r in rounds("naive_fewshot")] == [0]
+    seeds = {c["id"] for c in rows(runs["naive_fewshot"], "SELECT id FROM children WHERE round = -1")}
+    prompts = rows(runs["naive_fewshot"], "SELECT * FROM prompts")
+    assert len(prompts) == 2 and all(set(json.loads(p["parents"])) <= seeds for p in prompts)
+    first_batches = rows(runs["naive_fewshot"], "SELECT prompt_id, COUNT(*) AS n FROM children "
+                                                "WHERE round = 0 AND attempt = 0 GROUP BY prompt_id")
+    assert [b["n"] for b in first_batches] == [4 * 2, 4 * 2]
+    assert rows(runs["naive_fewshot"], "SELECT * FROM tuning") == []
