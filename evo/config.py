@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -143,17 +143,16 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     if not 0 < cfg.task.learning_rate < 10:
         _fail("task.learning_rate", cfg.task.learning_rate, "The AdamW learning rate must be positive.",
               "pass task.learning_rate=0.01 (the paper's value).")
-    sp = cfg.soft_prompt
-    for key in ("num_virtual_tokens", "epochs", "batch_size", "max_length", "micro_batch_size"):
-        if sp[key] < 1:
-            _fail(f"soft_prompt.{key}", sp[key], "It counts something and must be at least 1.",
-                  f"pass soft_prompt.{key}={SoftPromptConfig.__dataclass_fields__[key].default}.")
-    if not sp.learning_rate > 0:
-        _fail("soft_prompt.learning_rate", sp.learning_rate, "It must be positive.", "pass soft_prompt.learning_rate=0.1 (paper).")
-    if sp.init not in ("vocab", "random"):
-        _fail("soft_prompt.init", sp.init, "Allowed values: vocab, random.", "pass soft_prompt.init=vocab.")
-    _validate_ablation(cfg)
-    check = getattr(_lm_class(cfg), "check_config", None)   # a backend's own fast check, before any compute
+    from evo.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
+    try:
+        PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt))
+    except ValueError as exc:
+        raise ConfigError(f"Invalid configuration: {str(exc).replace('PromptTuningConfig.', 'soft_prompt.')} "
+                          "Fix: use a value as documented in conf/config.yaml (soft_prompt: the paper's "
+                          "16 tokens, 5 epochs, batch 16, lr 0.1).") from None
+    lm_class = _lm_class(cfg)
+    _validate_ablation(cfg, lm_class)
+    check = getattr(lm_class, "check_config", None)   # a backend's own fast check, before any compute
     if needs_lm and check is not None:
         from evo.lm.base import LMUnavailableError
         try:
@@ -174,12 +173,24 @@ def _lm_class(cfg: DictConfig):
                           "Fix: choose an option of the lm group (lm=gemma270m, lm=hf, lm=codegen, lm=openai, ...).") from None
 
 
-def _validate_ablation(cfg: DictConfig) -> None:
+def effective_search(cfg: DictConfig) -> tuple[int, int, int]:
+    """(rounds, prompts per round, samples per prompt) after the ablation: naive few-shot runs one
+    round with T x n samples per prompt, so the total sample budget is the full search's."""
+    rounds, m, n = cfg.search.rounds, cfg.search.prompts_per_round, cfg.crossmut.samples_per_prompt
+    if cfg.ablation.naive_fewshot:
+        return 1, m, n * rounds
+    return rounds, m, n
+
+
+def tunes_soft_prompt(cfg: DictConfig) -> bool:
+    """Whether TRAIN runs at all: the ablation allows it and there is a round after the first."""
+    return bool(cfg.ablation.prompt_tuning) and effective_search(cfg)[0] > 1
+
+
+def _validate_ablation(cfg: DictConfig, lm_class) -> None:
     """Combinations the paper's ablations cannot run with."""
     a = cfg.ablation
-    lm_class = _lm_class(cfg)
-    tunes = a.prompt_tuning and not a.naive_fewshot and cfg.search.rounds > 1
-    if tunes and lm_class is not None and not getattr(lm_class, "supports_prompt_tuning", False):
+    if tunes_soft_prompt(cfg) and lm_class is not None and not getattr(lm_class, "supports_prompt_tuning", False):
         _fail("ablation.prompt_tuning", True,
               f"Soft prompt tuning trains input embeddings, so it needs the LM's weights here; {lm_class.__name__} "
               "(lm._target_) does not have them (a remote server, for example).",

@@ -262,20 +262,18 @@ class EvoPrompting:
         chosen = set(next_parents)
         data = [c for c in self.archive.children("round = ? AND status = ?", (t, outcome.OK)) if c.id not in chosen]
         texts = [training_text(self.task.prelude, self._example(c)) for c in data]
-        if not texts:
+        if not texts:   # theta_{t+1} = theta_t
             log.warning("round %d: no scored child outside the new parents, so the soft prompt is not trained "
                         "(round %d samples with the same prompt as round %d)", t, t + 1, t)
             self.archive.record_tuning(t, children=[], texts=0, tokens=0, step_losses=[], epoch_losses=[],
                                        seconds=0.0, adapter=None)
             return
-        steps = self.tuning.epochs * math.ceil(len(texts) / self.tuning.batch_size)
         bar = self._bar(f"round {t + 2}/{self.settings.rounds} soft prompt tuning on {len(texts)} programs",
-                        total=steps, unit="step")
+                        total=self.tuning.epochs * math.ceil(len(texts) / self.tuning.batch_size), unit="step")
         step_losses = self.tuner.train(texts, seed=derive_seed(self.settings.seed, "tune", t),
                                        on_step=(lambda loss: bar.update(1)) if bar is not None else None)
         self._close(bar)
-        summary = self.tuner.history[-1] if step_losses else {"finite": False, "texts": 0, "tokens": 0,
-                                                               "epoch_losses": [float("nan")], "seconds": 0.0}
+        summary = self.tuner.history[-1]
         folder = Path("soft_prompt") / f"round_{t}"
         if summary["finite"]:
             final, tmp = self.run_dir / folder, self.run_dir / folder.with_name(folder.name + ".tmp")

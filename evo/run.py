@@ -21,7 +21,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from evo.config import ConfigError, register_configs, validate
+from evo.config import ConfigError, effective_search, register_configs, tunes_soft_prompt, validate
 
 log = logging.getLogger("evo")
 
@@ -67,15 +67,6 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
     return True
 
 
-def effective_search(cfg: DictConfig) -> tuple[int, int, int]:
-    """(rounds, prompts per round, samples per prompt) after the ablation: naive few-shot runs one
-    round with T x n samples per prompt, so the total sample budget is the full search's."""
-    rounds, m, n = cfg.search.rounds, cfg.search.prompts_per_round, cfg.crossmut.samples_per_prompt
-    if cfg.ablation.naive_fewshot:
-        return 1, m, n * rounds
-    return rounds, m, n
-
-
 def build_selection(cfg: DictConfig):
     """The selection group's rule, or a uniform draw under the random-parents ablation."""
     if cfg.ablation.random_parents:
@@ -84,7 +75,7 @@ def build_selection(cfg: DictConfig):
     return instantiate(cfg.selection)
 
 
-def build_search(cfg: DictConfig, archive, task=None):
+def build_search(cfg: DictConfig, archive):
     """Every component of Algorithm 1 from the config (nothing is loaded or trained here)."""
     from evo.crossmut import CrossMut
     from evo.filter_eval import FilterAndEval
@@ -92,11 +83,11 @@ def build_search(cfg: DictConfig, archive, task=None):
     from evo.sandbox import SandboxLimits, describe_isolation
     from evo.tuning import PromptTuningConfig
 
-    task = task if task is not None else instantiate(cfg.task)
+    task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     log.info("sandbox: %s", describe_isolation(limits))
     rounds, m, n = effective_search(cfg)
-    tunes = cfg.ablation.prompt_tuning and rounds > 1
+    tunes = tunes_soft_prompt(cfg)
     log.info("ablation %s: %d rounds x %d prompts x %d samples, parents by %s, soft prompt tuning %s",
              cfg.ablation.name, rounds, m, n, "random draw" if cfg.ablation.random_parents else cfg.selection._target_,
              "on" if tunes else "off")

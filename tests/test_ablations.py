@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from evo.archive import Child
-from evo.config import ConfigError, validate
-from evo.run import build_selection, effective_search
+from evo.config import ConfigError, effective_search, validate
+from evo.run import build_selection
 from evo.selection import PaperTopK, RandomParents
 from runs import REPO, TUNABLE, rows, search_cmd
 

