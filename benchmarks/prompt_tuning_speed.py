@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def training_texts(n: int) -> list[str]:
-    from evo.prompt import metrics_docstring, normalise_class
+    from evo.prompt import metrics_docstring, normalise_entry
     from evo.tasks.mnist1d.task import PRELUDE
     seeds = sorted((ROOT / "seeds" / "mnist1d").glob("*.py"))
-    codes = [normalise_class(p.read_text()) for p in seeds]
+    codes = [normalise_entry(p.read_text()) for p in seeds]
     pairs = [(a, b) for a in range(len(codes)) for b in range(len(codes)) if a != b]
     texts = []
     for i in range(n):

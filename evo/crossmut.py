@@ -64,10 +64,10 @@ class CrossMut:
 
     def make_prompt(self, task, parents: Sequence[Example]) -> tuple[str, dict]:
         target = target_metrics(parents, self.size_factor, self.accuracy_factor)
-        return make_fewshot_prompt(task.prelude, parents, target, task.prefill), target
+        return make_fewshot_prompt(task.prelude, parents, target, task.prefill, task.entry), target
 
     def rules(self, task) -> ClassRules:
-        return ClassRules(body_indent=task.body_indent, max_body_lines=self.max_body_lines,
+        return ClassRules(body_marker=task.body_marker, body_indent=task.body_indent, max_body_lines=self.max_body_lines,
                           max_repeats=self.max_repeats, max_dropped_lines=self.max_dropped_lines)
 
     def sample(self, lm, task, prompt: str, temperatures: Sequence[float], seed: int) -> list[Sample]:
@@ -76,6 +76,6 @@ class CrossMut:
                                 bad_words=[*self.banned_words, *task.banned_words])
         samples = []
         for c in completions:
-            code, repairs = finish(task.prelude, task.prefill, c.text, rules, task.num_classes)
+            code, repairs = finish(task.prelude, task.prefill, c.text, rules, task.closing_return, task.entry)
             samples.append(Sample(code=code, code_hash=code_hash(code), repairs=repairs, completion=c))
         return samples

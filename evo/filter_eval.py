@@ -50,7 +50,7 @@ class FilterAndEval:
 
     def __call__(self, code: str, cpus: Optional[list[int]] = None) -> Evaluation:
         t0 = time.time()
-        failed = check_static(code, self.task.allowed_imports)
+        failed = check_static(code, self.task.allowed_imports, self.task.entry)
         if failed:
             return Evaluation(status=failed[0], reason=failed[1], eval_seconds=time.time() - t0)
         res = run_in_sandbox(self.task.harness, self.prepared.harness_kwargs, code, self.limits,

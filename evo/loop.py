@@ -261,7 +261,7 @@ class EvoPrompting:
         self._use_soft_prompt(t)   # theta_t (reloaded after a kill)
         chosen = set(next_parents)
         data = [c for c in self.archive.children("round = ? AND status = ?", (t, outcome.OK)) if c.id not in chosen]
-        texts = [training_text(self.task.prelude, self._example(c)) for c in data]
+        texts = [training_text(self.task.prelude, self._example(c), self.task.entry) for c in data]
         if not texts:   # theta_{t+1} = theta_t
             log.warning("round %d: no scored child outside the new parents, so the soft prompt is not trained "
                         "(round %d samples with the same prompt as round %d)", t, t + 1, t)

@@ -22,8 +22,10 @@ BANNED_NAMES = frozenset({
 ALLOWED_DUNDERS = frozenset({"__call__", "__init__", "__name__", "__doc__"})
 
 
-def check_static(code: str, allowed_imports: Sequence[str]) -> Optional[tuple[str, str]]:
-    """Return ``(status, reason)`` when the program fails a static check, else None."""
+def check_static(code: str, allowed_imports: Sequence[str], entry: str = "Model") -> Optional[tuple[str, str]]:
+    """Return ``(status, reason)`` when the program fails a static check, else None.
+
+    ``entry`` is the top-level class or function every program of the task defines."""
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
@@ -49,9 +51,14 @@ def check_static(code: str, allowed_imports: Sequence[str]) -> Optional[tuple[st
             return outcome.FORBIDDEN, f"line {node.lineno}: use of {node.id!r} is not allowed"
         if isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
             return outcome.FORBIDDEN, f"line {node.lineno}: attribute {node.attr!r} is not allowed"
-    if not any(isinstance(n, ast.ClassDef) and n.name == "Model" for n in tree.body):
-        return outcome.BUILD_ERROR, "the program defines no top-level `class Model`"
+    if _entry_node(tree, entry) is None:
+        return outcome.BUILD_ERROR, f"the program defines no top-level `{entry}`"
     return None
+
+
+def _entry_node(tree: ast.Module, entry: str):
+    defs = (ast.ClassDef, ast.FunctionDef)
+    return next((n for n in tree.body if isinstance(n, defs) and n.name == entry), None)
 
 
 class _StripDocstrings(ast.NodeTransformer):
@@ -79,12 +86,19 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def model_class_source(code: str) -> str:
-    """The ``class Model`` block of a program: what a prompt shows of a parent (imports are shared)."""
-    tree = ast.parse(code)
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "Model":
-            lines = code.splitlines()
-            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-            return "\n".join(lines[start:node.end_lineno]).rstrip()
-    raise ValueError("no class Model in program")
+def unparse_definition(node: ast.AST) -> str:
+    """``ast.unparse`` of a class or function, without the blank line it puts after a class header
+    (the prefill, like a human, continues right below the header)."""
+    header, sep, rest = ast.unparse(node).partition("\n")
+    return header + sep + (rest[1:] if rest.startswith("\n") else rest)
+
+
+def entry_source(code: str, entry: str = "Model") -> str:
+    """The ``entry`` class or function of a program, as written: what a prompt shows of a parent
+    (the imports are shared by all programs)."""
+    node = _entry_node(ast.parse(code), entry)
+    if node is None:
+        raise ValueError(f"no top-level {entry} in program")
+    lines = code.splitlines()
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    return "\n".join(lines[start:node.end_lineno]).rstrip()

@@ -17,7 +17,7 @@ import ast
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from evo.program import model_class_source
+from evo.program import entry_source, unparse_definition
 
 
 @dataclass(frozen=True)
@@ -42,26 +42,27 @@ def metrics_docstring(num_params: int, val_accuracy: float) -> str:
     return f'"""Metrics:\n{metrics!r}\n"""'
 
 
-def normalise_class(code: str) -> str:
-    """A parent's ``class Model`` as the prompt shows it: canonical formatting (ast.unparse), so every
-    example has the same 4-space style the prefill continues, and no comments to copy."""
-    source = ast.unparse(ast.parse(model_class_source(code)))
-    return source.replace("class Model(nn.Module):\n\n", "class Model(nn.Module):\n", 1)
+def normalise_entry(code: str, entry: str = "Model") -> str:
+    """A parent's ``entry`` (``class Model``, a function) as the prompt shows it: canonical formatting
+    (ast.unparse), so every example has the same 4-space style the prefill continues, and no comments
+    to copy."""
+    return unparse_definition(ast.parse(entry_source(code, entry)).body[0])
 
 
-def make_fewshot_prompt(prelude: str, parents: Sequence[Example], target: dict, prefill: str) -> str:
+def make_fewshot_prompt(prelude: str, parents: Sequence[Example], target: dict, prefill: str,
+                        entry: str = "Model") -> str:
     parts = [prelude.strip(), ""]
     for p in parents:
-        parts += [metrics_docstring(p.num_params, p.val_accuracy), normalise_class(p.code), ""]
+        parts += [metrics_docstring(p.num_params, p.val_accuracy), normalise_entry(p.code, entry), ""]
     parts += [metrics_docstring(target["num_params"], target["val_accuracy"])]
     # The prompt ends mid-line inside the body (prefill): ending on a newline after the class
     # header makes small models close the class at once (offline-models notes).
     return "\n".join(parts) + "\n" + prefill
 
 
-def training_text(prelude: str, example: Example) -> str:
+def training_text(prelude: str, example: Example, entry: str = "Model") -> str:
     """A program as soft prompt tuning learns it: the prompt's prelude, the program's own metrics
-    docstring, then its class, formatted exactly as an in-context example (so the tuned prompt
+    docstring, then its class (or function), formatted exactly as an in-context example (so the tuned prompt
     learns the text it will be asked to continue)."""
     return "\n".join([prelude.strip(), "", metrics_docstring(example.num_params, example.val_accuracy),
-                      normalise_class(example.code), ""])
+                      normalise_entry(example.code, entry), ""])

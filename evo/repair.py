@@ -1,7 +1,9 @@
 """From an LM sample to a child program: where to stop sampling, and the repairs of a cut-off sample.
 
-Small code LMs keep writing past the end of the class (a second class, a training loop) or stack
-layers until the token cap. ``ClassStop`` ends a sequence as soon as the class body is complete,
+A child is one top-level definition (MNIST-1D: ``class Model`` with its ``__call__``; CLRS: the
+function ``get_triplet_msgs``); ``ClassRules.body_marker`` names the line its body follows.
+Small code LMs keep writing past the end of the definition (a second class, a training loop) or stack
+layers until the token cap. ``ClassStop`` ends a sequence as soon as the body is complete,
 so one runaway sample does not cost the whole batch's time. ``finish`` turns the text into a
 program; everything it had to change is returned as a list of repairs and stored on the child's row.
 """
@@ -12,6 +14,8 @@ import ast
 from dataclasses import dataclass
 from typing import Optional
 
+from evo.program import unparse_definition
+
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
@@ -19,7 +23,9 @@ def _indent(line: str) -> int:
 
 @dataclass(frozen=True)
 class ClassRules:
-    """Where a sampled class body ends. ``body_indent`` is the indentation of ``__call__``'s body."""
+    """Where a sampled body ends. ``body_indent`` is the indentation of the body that follows the
+    ``body_marker`` line (``def __call__``'s body in a class; a function's own body)."""
+    body_marker: str = "def __call__"
     body_indent: int = 8
     max_body_lines: int = 16      # a longer body is a runaway stack of layers: stop and close it
     max_repeats: int = 3          # this many identical lines in a row is a loop: stop
@@ -30,7 +36,7 @@ class ClassRules:
         why) at the first end point, else None. ``final``: the text will not grow any more."""
         lines = full.split("\n")
         complete = lines if final else lines[:-1]
-        body_start = next((i + 1 for i, l in enumerate(complete) if l.lstrip().startswith("def __call__")), None)
+        body_start = next((i + 1 for i, l in enumerate(complete) if l.lstrip().startswith(self.body_marker)), None)
         if body_start is None:
             return None
         run, previous = 0, None
@@ -39,7 +45,7 @@ class ClassRules:
             if not line.strip():
                 continue
             if _indent(line) == 0:
-                return i, "class_closed"          # a column-0 line: the class is over
+                return i, "class_closed"          # a column-0 line: the definition is over
             if i >= body_start and line.strip().startswith("return") and _indent(line) == self.body_indent:
                 return i + 1, "return"
             run = run + 1 if line == previous else 1
@@ -61,12 +67,12 @@ class ClassStop:
         return self.rules.end(self.prefill + completion, final=False) is not None
 
 
-CLOSING_RETURN = "return nn.Dense({num_classes})(x.reshape((x.shape[0], -1)))"
+def finish(prelude: str, prefill: str, completion: str, rules: ClassRules, closing: Optional[str] = None,
+           entry: str = "Model") -> tuple[str, list[str]]:
+    """Turn a sampled completion into a full program. Returns (program, repairs).
 
-
-def finish(prelude: str, prefill: str, completion: str, rules: ClassRules,
-           num_classes: int = 10) -> tuple[str, list[str]]:
-    """Turn a sampled completion into a full program. Returns (program, repairs)."""
+    ``closing`` is the task's return statement for a body cut off before its return (None: leave the
+    program without one; the sandbox then records the failure)."""
     full = prefill + completion
     end = rules.end(full, final=True)
     lines = full.rstrip().split("\n") if end is None else full.split("\n")[:end[0]]
@@ -81,12 +87,12 @@ def finish(prelude: str, prefill: str, completion: str, rules: ClassRules,
             lines.pop()  # the sample hit the token cap mid-line: that last line is incomplete
             repairs.append("dropped_cutoff_line")
     has_return = any(l.strip().startswith("return") and _indent(l) == rules.body_indent for l in lines)
-    if not has_return:
-        closing = " " * rules.body_indent + CLOSING_RETURN.format(num_classes=num_classes)
+    if not has_return and closing is not None:
+        closing = " " * rules.body_indent + closing
         # Drop trailing lines that do not compile (an unclosed bracket, a half statement) until the
         # body plus the closing return compiles: a cut-off tail is the usual reason a sample fails.
         dropped = 0
-        body_start = next(i + 1 for i, l in enumerate(lines) if l.lstrip().startswith("def __call__"))
+        body_start = next(i + 1 for i, l in enumerate(lines) if l.lstrip().startswith(rules.body_marker))
         while (len(lines) > body_start and dropped < rules.max_dropped_lines
                and not _compiles(prelude, lines + [closing])):
             lines.pop()
@@ -96,10 +102,10 @@ def finish(prelude: str, prefill: str, completion: str, rules: ClassRules,
         lines.append(closing)
         repairs.append("closed_with_return")
     program = prelude.strip() + "\n\n\n" + "\n".join(lines) + "\n"
-    return _drop_repeated_keywords(program, repairs)
+    return _drop_repeated_keywords(program, repairs, entry)
 
 
-def _drop_repeated_keywords(program: str, repairs: list[str]) -> tuple[str, list[str]]:
+def _drop_repeated_keywords(program: str, repairs: list[str], entry: str) -> tuple[str, list[str]]:
     """``f(a=1, a=2)`` parses but does not compile; small LMs write it often (``padding=`` twice).
     Keep the first occurrence of each keyword, as Python's own error message would suggest."""
     try:
@@ -119,9 +125,12 @@ def _drop_repeated_keywords(program: str, repairs: list[str]) -> tuple[str, list
             node.keywords = kept
     if not dropped:
         return program, repairs
-    head, _, _ = program.partition("class Model")
-    body = ast.unparse(next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"))
-    return head + body.replace("class Model(nn.Module):\n\n", "class Model(nn.Module):\n", 1) + "\n", \
+    node = next((n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == entry), None)
+    if node is None:
+        return program, repairs
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    head = "\n".join(program.splitlines()[:start]) + "\n"
+    return head + unparse_definition(node) + "\n", \
         repairs + [f"dropped_repeated_keyword:{k}" for k in dropped]
 
 

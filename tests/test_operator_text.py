@@ -9,7 +9,9 @@ from evo.crossmut import CrossMut
 from evo.program import check_static, code_hash
 from evo.prompt import Example, make_fewshot_prompt, target_metrics
 from evo.repair import ClassRules, ClassStop, finish
-from evo.tasks.mnist1d.task import PREFILL, PRELUDE
+from evo.tasks.mnist1d.task import PREFILL, PRELUDE, MNIST1DTask
+
+CLOSING = MNIST1DTask.closing_return
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds" / "mnist1d"
 RULES = ClassRules()
@@ -47,13 +49,13 @@ def test_stop_rule_ends_at_return_and_at_column_zero():
 
 def test_finish_keeps_a_complete_class_as_written():
     text = " nn.Dense(32)(x)\n        x = nn.relu(x)\n        return nn.Dense(10)(x)\n\nclass Extra:\n    pass\n"
-    code, repairs = finish(PRELUDE, PREFILL, text, RULES)
+    code, repairs = finish(PRELUDE, PREFILL, text, RULES, CLOSING)
     assert repairs == [] and "Extra" not in code and check_static(code, ["flax", "jax"]) is None
 
 
 def test_finish_repairs_a_cut_off_sample_and_records_it():
     text = " nn.Dense(32)(x)\n        x = nn.relu(x)\n        x = nn.Dense(16)(x,"  # token cap mid-line
-    code, repairs = finish(PRELUDE, PREFILL, text, RULES)
+    code, repairs = finish(PRELUDE, PREFILL, text, RULES, CLOSING)
     assert "dropped_cutoff_line" in repairs and "closed_with_return" in repairs
     assert check_static(code, ["flax", "jax"]) is None
     assert code.rstrip().endswith("return nn.Dense(10)(x.reshape((x.shape[0], -1)))")
@@ -61,7 +63,7 @@ def test_finish_repairs_a_cut_off_sample_and_records_it():
 
 def test_finish_drops_an_unclosed_tail():
     text = " nn.Dense(32)(x)\n        x = nn.Conv(8, kernel_size=(3,),\n            strides=(1,\n"
-    code, repairs = finish(PRELUDE, PREFILL, text, RULES)
+    code, repairs = finish(PRELUDE, PREFILL, text, RULES, CLOSING)
     assert any(r.startswith("dropped_tail_lines") for r in repairs)
     assert check_static(code, ["flax", "jax"]) is None
 
@@ -80,6 +82,6 @@ def test_static_checks():
 
 def test_finish_drops_a_repeated_keyword():
     text = " nn.Conv(8, kernel_size=(3,), padding=((1, 1),), padding=((2, 2),))(x[..., None])\n        return nn.Dense(10)(x.reshape((x.shape[0], -1)))\n"
-    code, repairs = finish(PRELUDE, PREFILL, text, RULES)
+    code, repairs = finish(PRELUDE, PREFILL, text, RULES, CLOSING)
     assert repairs == ["dropped_repeated_keyword:padding"]
     assert check_static(code, ["flax", "jax"]) is None and "padding=((1, 1),)" in code and "(2, 2)" not in code

@@ -10,7 +10,7 @@ import random
 import re
 from pathlib import Path
 
-from evo.prompt import metrics_docstring, normalise_class
+from evo.prompt import metrics_docstring, normalise_entry
 from evo.tasks.mnist1d.task import PRELUDE
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds" / "mnist1d"
@@ -31,7 +31,7 @@ def variants(code: str, rng: random.Random, count: int) -> list[str]:
 def corpus(widths: int = 2, texts: int = 120) -> list[str]:
     rng = random.Random(0)
     codes = [v for p in sorted(SEEDS.glob("*.py")) for v in variants(p.read_text(), rng, widths)]
-    blocks = [metrics_docstring(1000 * (i + 1), 0.5 + 0.05 * (i % 9)) + "\n" + normalise_class(c)
+    blocks = [metrics_docstring(1000 * (i + 1), 0.5 + 0.05 * (i % 9)) + "\n" + normalise_entry(c)
               for i, c in enumerate(codes)]
     # Each training text: the prelude, then three examples: a prompt's two parents and a child.
     return [PRELUDE + "\n\n" + "\n\n".join(rng.sample(blocks, 3)) + "\n" for _ in range(texts)]

@@ -25,9 +25,11 @@ class Prepared:
 class Task:
     name: str
     prelude: str            # the imports every program starts with (shown once per prompt)
-    prefill: str            # the start of `class Model` the LM completes (ends mid-line)
-    body_indent: int = 8    # indentation of the forward body in the prompt's canonical format
-    num_classes: int
+    prefill: str            # the start of the entry definition the LM completes (ends mid-line)
+    entry: str = "Model"    # the top-level class or function every program defines
+    body_marker: str = "def __call__"   # the line the sampled body follows
+    body_indent: int = 8    # indentation of that body in the prompt's canonical format
+    closing_return: Optional[str] = None  # return statement that closes a body cut off before its own
     allowed_imports: list
     harness: str            # "module:function" run inside the sandbox: fn(code, **harness_kwargs) -> dict
     seeds_dir: Optional[str]
