@@ -138,11 +138,14 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     if b.timeout_s <= 0 or b.memory_mb < 256:
         _fail("sandbox.timeout_s/memory_mb", (b.timeout_s, b.memory_mb),
               "A child needs a positive timeout and at least 256 MB.", "pass sandbox.timeout_s=900 sandbox.memory_mb=4096.")
+    default = f"the default in conf/task/{cfg.task.get('name', '<task>')}.yaml"
     if cfg.task.eval_every < 1:
-        _fail("task.eval_every", cfg.task.eval_every, "Validation runs every eval_every steps.", "pass task.eval_every=250.")
+        _fail("task.eval_every", cfg.task.eval_every, "Validation runs every eval_every steps.",
+              f"pass a positive task.eval_every ({default}).")
     if not 0 < cfg.task.learning_rate < 10:
         _fail("task.learning_rate", cfg.task.learning_rate, "The AdamW learning rate must be positive.",
-              "pass task.learning_rate=0.01 (the paper's value).")
+              f"pass a positive task.learning_rate ({default}).")
+    _check_task(cfg.task)
     from evo.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
     try:
         PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt))
@@ -159,6 +162,20 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
             check(cfg.lm)
         except LMUnavailableError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def _check_task(task_cfg: DictConfig) -> None:
+    """The task class's own checks of its node (``check_config``), before any data is generated."""
+    from hydra.utils import get_class
+    target = task_cfg.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as exc:
+        raise ConfigError(f"Invalid configuration: task._target_={target!r} cannot be imported ({exc}). "
+                          "Fix: choose an option of the task group (task=mnist1d, task=clrs).") from None
+    check = getattr(cls, "check_config", None)
+    if check is not None:
+        check(task_cfg)
 
 
 def _lm_class(cfg: DictConfig):

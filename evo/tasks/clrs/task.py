@@ -23,6 +23,14 @@ from evo.tasks.base import Prepared, Task
 PRELUDE = "import haiku as hk\nimport jax\nimport jax.numpy as jnp"
 PREFILL = "def get_triplet_msgs(z, edge_fts, graph_fts, nb_triplet_fts, out_size):\n    tri_1 ="
 SIGNATURE = "get_triplet_msgs(z, edge_fts, graph_fts, nb_triplet_fts, out_size)"
+# The CLRS-30 algorithms (dm-clrs names; clrs.CLRS_30_ALGS_SETTINGS), listed here so that a config is
+# checked without importing dm-clrs (which imports tensorflow).
+CLRS30 = ("activity_selector", "articulation_points", "bellman_ford", "bfs", "binary_search", "bridges",
+          "bubble_sort", "dag_shortest_paths", "dfs", "dijkstra", "find_maximum_subarray_kadane",
+          "floyd_warshall", "graham_scan", "heapsort", "insertion_sort", "jarvis_march", "kmp_matcher",
+          "lcs_length", "matrix_chain_order", "minimum", "mst_kruskal", "mst_prim", "naive_string_matcher",
+          "optimal_bst", "quickselect", "quicksort", "segments_intersect", "strongly_connected_components",
+          "task_scheduling", "topological_sort")
 
 
 class CLRSTask(Task):
@@ -53,6 +61,28 @@ class CLRSTask(Task):
         self.allowed_imports = list(allowed_imports)
         self.seeds_dir = seeds_dir
         self.banned_words = list(banned_words)
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        """Fast checks of the task node (no dm-clrs import): raises ConfigError naming key and fix."""
+        from evo.config import _fail
+        if cfg.algorithm not in CLRS30:
+            _fail("task.algorithm", cfg.algorithm, f"It is not one of the 30 CLRS algorithms: {', '.join(CLRS30)}.",
+                  "pass task.algorithm=articulation_points (or graham_scan, mst_kruskal: the paper's search tasks).")
+        if not cfg.train_lengths or any(int(n) < 4 for n in cfg.train_lengths):
+            _fail("task.train_lengths", list(cfg.train_lengths or []),
+                  "Training graph sizes must be a non-empty list of sizes >= 4 (some samplers need 4 nodes).",
+                  "pass task.train_lengths=[4,7,11,13,16] (run.py) or task.train_lengths=[16].")
+        for key in ("val_length", "test_length"):
+            if cfg[key] < 4:
+                _fail(f"task.{key}", cfg[key], "Graph sizes must be at least 4.", f"pass task.{key}=16 or more.")
+        for key in ("train_samples", "val_samples", "test_samples", "eval_batch_size", "hidden_dim", "nb_triplet_fts"):
+            if cfg[key] < 1:
+                _fail(f"task.{key}", cfg[key], "It counts something and must be at least 1.", f"pass task.{key}=1 or more.")
+        if cfg.batch_size > cfg.train_samples:
+            _fail("task.batch_size", cfg.batch_size, f"A batch is drawn from each training pool of "
+                  f"task.train_samples={cfg.train_samples} trajectories.",
+                  f"pass task.batch_size<={cfg.train_samples} or raise task.train_samples.")
 
     def pool_specs(self) -> dict:
         """split -> [(pool name, "split:length:samples:seed")]: each split and length has its own seed."""
