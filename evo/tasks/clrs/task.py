@@ -65,7 +65,12 @@ class CLRSTask(Task):
     @staticmethod
     def check_config(cfg) -> None:
         """Fast checks of the task node (no dm-clrs import): raises ConfigError naming key and fix."""
-        from evo.config import _fail
+        import importlib.util
+
+        from evo.config import ConfigError, _fail
+        if importlib.util.find_spec("clrs") is None or importlib.util.find_spec("haiku") is None:
+            raise ConfigError("task=clrs needs dm-clrs and dm-haiku, which are not installed. "
+                              "Fix: pip install -e '.[clrs]' (or bash scripts/setup.sh).")
         if cfg.algorithm not in CLRS30:
             _fail("task.algorithm", cfg.algorithm, f"It is not one of the 30 CLRS algorithms: {', '.join(CLRS30)}.",
                   "pass task.algorithm=articulation_points (or graham_scan, mst_kruskal: the paper's search tasks).")
