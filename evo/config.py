@@ -78,6 +78,16 @@ class AblationConfig:
 
 
 @dataclass
+class FinalEvalConfig:
+    """``python -m evo.final_eval``: the final CLRS-30 evaluation (documented in conf/config.yaml)."""
+    algorithms: Any = "all"
+    train_seeds: int = 3
+    baseline: Optional[str] = "seeds/clrs/v1.py"
+    out_dir: Optional[str] = None
+    retry_failed: bool = False
+
+
+@dataclass
 class EvoConfig:
     task: Any = MISSING
     lm: Any = MISSING
@@ -94,6 +104,7 @@ class EvoConfig:
     progress: bool = True
     child_file: Optional[str] = None
     experiment_name: str = "default"
+    final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
 
 
 def register_configs() -> None:
