@@ -17,11 +17,9 @@ from pathlib import Path
 
 from evo.tasks.clrs.harness import CHILD_ENV  # light: dm-clrs and jax are imported lazily
 
-# The sandboxed child's single-threaded settings (effective only for what is not imported/set yet);
-# not its CUDA_VISIBLE_DEVICES, which would hide a GPU from the other tests of the session.
+# The sandboxed child's single-threaded settings (effective only for what is not imported/set yet).
 for _key, _value in CHILD_ENV.items():
-    if _key != "CUDA_VISIBLE_DEVICES":
-        os.environ.setdefault(_key, _value)
+    os.environ.setdefault(_key, _value)
 
 import pytest  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402

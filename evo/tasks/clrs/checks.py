@@ -14,7 +14,7 @@ import inspect
 import numpy as np
 
 from evo.outcome import BATCH_DEPENDENCE, BUILD_ERROR, SHAPE_ERROR, ChildFailure
-from evo.tasks.mnist1d.checks import build_failure
+from evo.tasks.child import build_failure
 
 ARGS = ("z", "edge_fts", "graph_fts", "nb_triplet_fts", "out_size")
 TOLERANCE = 1e-4

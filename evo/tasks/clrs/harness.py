@@ -9,28 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evo.outcome import BUILD_ERROR, SYNTAX_ERROR, ChildFailure
-from evo.tasks.mnist1d.harness import CHILD_ENV as _JAX_ENV
+from evo.tasks.child import JAX_CHILD_ENV, run_program
 
-CHILD_ENV = {**_JAX_ENV, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
-             "CUDA_VISIBLE_DEVICES": ""}   # tensorflow (imported by dm-clrs) must not claim a GPU
+# dm-clrs imports tensorflow (for its dataset code, unused here): quiet, and no oneDNN rewrites.
+CHILD_ENV = {**JAX_CHILD_ENV, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
 def load_program(code: str):
     """Run the program's module code; return its ``get_triplet_msgs``."""
-    from evo.tasks.mnist1d.checks import build_failure, describe
-    try:
-        compiled = compile(code, "child.py", "exec")
-    except (SyntaxError, ValueError) as e:
-        raise ChildFailure(SYNTAX_ERROR, describe(e)) from None
-    namespace = {"__name__": "child"}
-    try:
-        exec(compiled, namespace)  # noqa: S102 - untrusted, but we are inside the sandbox
-    except (Exception, SystemExit) as e:  # noqa: BLE001
-        raise build_failure(e, "running the program") from None
-    if "get_triplet_msgs" not in namespace:
-        raise ChildFailure(BUILD_ERROR, "the program defines no `get_triplet_msgs`")
-    return namespace["get_triplet_msgs"]
+    return run_program(code, "get_triplet_msgs")
 
 
 def evaluate_source(code: str, data_dir: str, train_pools: list, val_pool: str, test_pool: str,

@@ -14,28 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from evo.outcome import BATCH_DEPENDENCE, BUILD_ERROR, MEMORY, SHAPE_ERROR, ChildFailure
+from evo.tasks.child import build_failure, describe
 from evo.tasks.mnist1d.train import INIT_BATCH, RUN_ONCE, init_variables
 
 BATCH = INIT_BATCH  # so that training reuses this init compilation
 ALLOWED_COLLECTIONS = ("params", "intermediates")  # intermediates: `sow` is a no-op at apply time
 TOLERANCE = 1e-3  # max |difference| allowed, relative to max(1, max |logit|)
-
-
-def describe(exc: BaseException, limit: int = 300) -> str:
-    """One line: exception type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def build_failure(exc: BaseException, what: str) -> ChildFailure:
-    """The failure for an exception raised by the child's own code: running out of memory is
-    MEMORY (the sandbox's cap), anything else a build error."""
-    from evo.sandbox_worker import exception_outcome
-    status, reason = exception_outcome(exc)
-    if status == MEMORY:
-        return ChildFailure(MEMORY, f"{what} raised {reason}")
-    return ChildFailure(BUILD_ERROR, f"{what} raised {describe(exc)}")
 
 
 def check_model(model, num_inputs: int = 40, num_classes: int = 10, seed: int = 0) -> None:
