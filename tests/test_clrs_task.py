@@ -218,3 +218,21 @@ def test_evaluate_command_on_seed_v1(tiny_task):
     assert result["status"] in (outcome.OK, outcome.FILTERED), result
     assert result["num_params"] > 0 and 0.0 <= result["val_accuracy"] <= 1.0 and 0.0 <= result["test_accuracy"] <= 1.0
     assert "generating CLRS data" not in proc.stdout   # the module's pools were reused from the cache
+
+
+def test_a_cut_off_sample_is_closed_into_a_working_function():
+    """A runaway stack of layers (the stop rule cuts it) gets the task's closing return and then passes
+    the contract check: the repair makes a trainable child, recorded as such."""
+    from evo.crossmut import CrossMut
+    from evo.repair import finish
+    from evo.tasks.clrs.checks import check_triplet_fn
+    from evo.tasks.clrs.harness import load_program
+    from evo.tasks.clrs.task import CLRSTask
+
+    task = CLRSTask()
+    rules = CrossMut().rules(task)
+    text = " hk.Linear(nb_triplet_fts)(z)\n" + "".join(f"    tri_{i} = hk.Linear(nb_triplet_fts)(edge_fts)\n" for i in range(2, 30))
+    code, repairs = finish(task.prelude, task.prefill, text, rules, task.closing_return, task.entry)
+    assert "cut_too_long" in repairs and "closed_with_return" in repairs
+    assert check_static(code, task.allowed_imports, task.entry) is None
+    check_triplet_fn(load_program(code), HIDDEN, NB_TRIPLET_FTS)

@@ -41,6 +41,10 @@ class CLRSTask(Task):
     body_marker = "def get_triplet_msgs"
     body_indent = 4
     harness = "evo.tasks.clrs.harness:evaluate_source"
+    # A body cut off before its return (runaway stacks of layers are common with small LMs) is closed
+    # with pairwise messages from tri_1, which the prefill guarantees: (B, N, F) -> (B, N, N, out_size).
+    # Recorded on the child's row as `closed_with_return`, like MNIST-1D's closing Dense.
+    closing_return = "return hk.Linear(out_size)(jnp.expand_dims(tri_1, axis=1) + jnp.expand_dims(tri_1, axis=2))"
 
     def __init__(self, algorithm: str = "articulation_points", train_lengths: Sequence[int] = (4, 7, 11, 13, 16),
                  train_samples: int = 1000, val_length: int = 16, val_samples: int = 64, test_length: int = 64,
