@@ -51,12 +51,13 @@ def check_static(code: str, allowed_imports: Sequence[str], entry: str = "Model"
             return outcome.FORBIDDEN, f"line {node.lineno}: use of {node.id!r} is not allowed"
         if isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
             return outcome.FORBIDDEN, f"line {node.lineno}: attribute {node.attr!r} is not allowed"
-    if _entry_node(tree, entry) is None:
+    if entry_node(tree, entry) is None:
         return outcome.BUILD_ERROR, f"the program defines no top-level `{entry}`"
     return None
 
 
-def _entry_node(tree: ast.Module, entry: str):
+def entry_node(tree: ast.Module, entry: str):
+    """The top-level class or function named ``entry`` in a parsed program, or None."""
     defs = (ast.ClassDef, ast.FunctionDef)
     return next((n for n in tree.body if isinstance(n, defs) and n.name == entry), None)
 
@@ -96,9 +97,12 @@ def unparse_definition(node: ast.AST) -> str:
 def entry_source(code: str, entry: str = "Model") -> str:
     """The ``entry`` class or function of a program, as written: what a prompt shows of a parent
     (the imports are shared by all programs)."""
-    node = _entry_node(ast.parse(code), entry)
+    node = entry_node(ast.parse(code), entry)
     if node is None:
         raise ValueError(f"no top-level {entry} in program")
-    lines = code.splitlines()
-    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-    return "\n".join(lines[start:node.end_lineno]).rstrip()
+    return "\n".join(code.splitlines()[first_line(node):node.end_lineno]).rstrip()
+
+
+def first_line(node: ast.AST) -> int:
+    """0-based index of a definition's first line, its decorators included."""
+    return min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1

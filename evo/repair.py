@@ -14,7 +14,7 @@ import ast
 from dataclasses import dataclass
 from typing import Optional
 
-from evo.program import unparse_definition
+from evo.program import entry_node, first_line, unparse_definition
 
 
 def _indent(line: str) -> int:
@@ -125,11 +125,10 @@ def _drop_repeated_keywords(program: str, repairs: list[str], entry: str) -> tup
             node.keywords = kept
     if not dropped:
         return program, repairs
-    node = next((n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == entry), None)
+    node = entry_node(tree, entry)
     if node is None:
         return program, repairs
-    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-    head = "\n".join(program.splitlines()[:start]) + "\n"
+    head = "\n".join(program.splitlines()[:first_line(node)]) + "\n"
     return head + unparse_definition(node) + "\n", \
         repairs + [f"dropped_repeated_keyword:{k}" for k in dropped]
 

@@ -8,8 +8,8 @@ batch afresh; here a fixed pool of ``num_samples`` trajectories per (split, leng
 and batches are drawn from it (as ``Sampler.next(batch)`` does for a finite dataset), so that the
 children of a run train on the same data and never pay for generation.
 
-Every pool is padded in time to its own longest trajectory (dm-clrs's samplers pad to the batch's
-longest; the padded steps are masked by ``lengths``): every batch of a pool then has one shape, and
+Every pool is padded in time to its own longest trajectory (dm-clrs's online sampler pads to the
+longest it has seen so far; the padded steps are masked by ``lengths``): every batch of a pool then has one shape, and
 a child compiles its training step once per training length instead of once per new hint length.
 
 On disk a split is ``<name>.npz`` (the arrays) + ``<name>.json`` (the processed spec and the
