@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional
 
 from evo import outcome
 
-SCHEMA_VERSION = 2   # 2: children.soft_prompt_round and the tuning table
+SCHEMA_VERSION = 3   # 2: children.soft_prompt_round and the tuning table; 3: children.device, cost_ledger
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS children (
     eval_seconds REAL,
     train_seconds REAL,
     compile_seconds REAL,
+    device TEXT,                      -- the backend the child trained on: cpu | gpu | tpu
     isolation TEXT,
     log_tail TEXT,
     created_at REAL NOT NULL,
@@ -110,8 +111,26 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """
 
+# The cost ledger: what each round spent, in the archive itself (``SELECT * FROM cost_ledger``).
+# Round -1 is the seeds. LM seconds are per sample (a batch's time split over its samples); training
+# seconds count the trained children only, split by the backend they trained on; eval seconds are
+# the sandbox's wall time of every child, failures included; tuning is TRAIN after that round.
+COST_LEDGER = """
+CREATE VIEW IF NOT EXISTS cost_ledger AS
+SELECT c.round AS round,
+       COUNT(*) AS children,
+       COALESCE(SUM(c.tokens_in), 0) AS lm_tokens_in,
+       COALESCE(SUM(c.tokens_out), 0) AS lm_tokens_out,
+       COALESCE(SUM(c.lm_seconds), 0.0) AS lm_seconds,
+       COALESCE(SUM(CASE WHEN c.device IS NOT 'gpu' THEN c.train_seconds END), 0.0) AS train_seconds_cpu,
+       COALESCE(SUM(CASE WHEN c.device = 'gpu' THEN c.train_seconds END), 0.0) AS train_seconds_gpu,
+       COALESCE(SUM(c.eval_seconds), 0.0) AS eval_seconds,
+       COALESCE((SELECT t.seconds FROM tuning t WHERE t.round = c.round), 0.0) AS tuning_seconds
+FROM children c GROUP BY c.round;
+"""
+
 RESULT_COLUMNS = ("status", "reason", "num_params", "val_accuracy", "test_accuracy", "fitness",
-                  "eval_seconds", "train_seconds", "compile_seconds", "isolation", "log_tail")
+                  "eval_seconds", "train_seconds", "compile_seconds", "device", "isolation", "log_tail")
 
 
 @dataclass
@@ -131,13 +150,19 @@ class Child:
 
 
 class Archive:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """``readonly``: for tools that only read a run (evo.compare): no schema change, no write."""
         self.path = Path(path)
+        self._lock = threading.RLock()
+        if readonly:
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the search thread and evaluator threads, serialised by a lock.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, safe on kill -9
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -148,11 +173,14 @@ class Archive:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _migrate(self) -> None:
-        """Archives written by schema 1 lack ``children.soft_prompt_round`` (NULL there: no tuning existed)."""
+        """Older archives lack ``children.soft_prompt_round`` (schema 1; NULL there: no tuning existed)
+        and ``children.device`` (schema 2; NULL there: every child trained on the CPU)."""
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(children)")}
-        if "soft_prompt_round" not in columns:
-            self._db.execute("ALTER TABLE children ADD COLUMN soft_prompt_round INTEGER")
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        for column, sql_type in (("soft_prompt_round", "INTEGER"), ("device", "TEXT")):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE children ADD COLUMN {column} {sql_type}")
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        self._db.executescript(COST_LEDGER)
 
     def close(self) -> None:
         with self._lock:
@@ -281,6 +309,13 @@ class Archive:
                 r[key] = json.loads(r[key])
             out.append(r)
         return out
+
+    def cost_ledger(self) -> dict:
+        """Per round and in total: LM tokens in/out, LM seconds, child training seconds (CPU, GPU),
+        sandbox seconds and soft prompt tuning seconds. Round -1 is the seeds."""
+        rounds = self.query("SELECT * FROM cost_ledger ORDER BY round")
+        keys = [k for k in (rounds[0] if rounds else {}) if k != "round"]
+        return {"rounds": rounds, "total": {k: sum(r[k] for r in rounds) for k in keys}}
 
     def tuned(self, round: int) -> bool:
         return bool(self._rows("SELECT 1 FROM tuning WHERE round = ?", (round,)))

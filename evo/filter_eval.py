@@ -9,7 +9,7 @@ A failure at any stage is a status and a reason, never an exception: the search 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +35,7 @@ class Evaluation:
     eval_seconds: Optional[float] = None
     train_seconds: Optional[float] = None
     compile_seconds: Optional[float] = None
+    device: Optional[str] = None       # what the child trained on: cpu | gpu | tpu
     isolation: Optional[str] = None
     log_tail: Optional[str] = None
 
@@ -47,6 +48,17 @@ class FilterAndEval:
                  scratch_root: Optional[Path] = None):
         self.task, self.prepared, self.limits, self.alpha = task, prepared, limits, alpha
         self.scratch_root = str(scratch_root) if scratch_root else None
+        self.env, self.devices = dict(prepared.env), ()
+
+    def on_gpu(self, visible: str, devices: list[str]) -> "FilterAndEval":
+        """The same cascade for a child that may use the GPU(s) ``visible`` (CUDA_VISIBLE_DEVICES) through
+        the device files ``devices``: JAX picks its backend, and memory is capped by the cgroup alone
+        (RLIMIT_AS is unworkable with CUDA)."""
+        gpu = FilterAndEval(self.task, self.prepared, replace(self.limits, address_space=False), self.alpha,
+                            self.scratch_root)
+        gpu.env = {**self.env, "JAX_PLATFORMS": None, "CUDA_VISIBLE_DEVICES": visible}
+        gpu.devices = tuple(devices)
+        return gpu
 
     def __call__(self, code: str, cpus: Optional[list[int]] = None) -> Evaluation:
         t0 = time.time()
@@ -55,14 +67,14 @@ class FilterAndEval:
             return Evaluation(status=failed[0], reason=failed[1], eval_seconds=time.time() - t0)
         res = run_in_sandbox(self.task.harness, self.prepared.harness_kwargs, code, self.limits,
                              readonly_paths=self.prepared.readonly_paths, scratch_root=self.scratch_root,
-                             extra_env=self.prepared.env, cpus=cpus)
+                             extra_env=self.env, devices=self.devices, cpus=cpus)
         ev = Evaluation(status=res.status, reason=res.reason, eval_seconds=res.wall_s,
                         isolation=res.isolation, log_tail=res.log_tail or None)
         if res.status != outcome.OK:
             return ev
         p = res.payload
         ev.num_params, ev.val_accuracy, ev.test_accuracy = int(p["num_params"]), float(p["val_accuracy"]), float(p["test_accuracy"])
-        ev.train_seconds, ev.compile_seconds = p.get("train_s"), p.get("compile_s")
+        ev.train_seconds, ev.compile_seconds, ev.device = p.get("train_s"), p.get("compile_s"), p.get("device")
         error = 1.0 - ev.val_accuracy
         if error >= self.alpha:
             ev.status = outcome.FILTERED

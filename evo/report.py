@@ -103,6 +103,21 @@ def tuning_text(tuning: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ledger_text(ledger: dict) -> str:
+    """The cost ledger as a table: what each round spent on the LM, on training and on tuning."""
+    if not ledger["rounds"]:
+        return ""
+    lines = ["", "## Cost ledger", "",
+             "| round | children | LM tokens in | LM tokens out | LM s | train s (CPU) | train s (GPU) | sandbox s | tuning s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in [*ledger["rounds"], {**ledger["total"], "round": "total"}]:
+        label = "seeds" if r["round"] == -1 else r["round"]
+        lines.append(f"| {label} | {r['children']} | {r['lm_tokens_in']} | {r['lm_tokens_out']} | {r['lm_seconds']:.0f} | "
+                     f"{r['train_seconds_cpu']:.0f} | {r['train_seconds_gpu']:.0f} | {r['eval_seconds']:.0f} | "
+                     f"{r['tuning_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def tuning_plot(tuning: list[dict], path: Path) -> None:
     """Loss of every optimiser step, one line per round, on one step axis."""
     import matplotlib
@@ -134,6 +149,34 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
             front.append((x, y))
             best = y
     return front
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (both coordinates minimised) and bounded by ``ref``, as a
+    fraction of the box from (0, 0) to ``ref``: 0 when no point beats ``ref`` in both, 1 at (0, 0)."""
+    inside = [(x, y) for x, y in points if x < ref[0] and y < ref[1]]
+    area, prev_x = 0.0, ref[0]
+    for x, y in reversed(pareto_front(inside)):   # from the largest size down: each step adds a slab
+        area += (prev_x - x) * (ref[1] - y)
+        prev_x = x
+    return area / (ref[0] * ref[1])
+
+
+def hypervolume_ref(archive: Archive) -> tuple[float, float]:
+    """The reference point of a task's hypervolume: twice the largest seed's size, error 1. Every
+    run of a task has the same seeds, so hypervolumes of its runs (and variants) are comparable."""
+    rows = archive.query("SELECT MAX(num_params) AS n FROM children WHERE round = -1 AND num_params IS NOT NULL")
+    return (2.0 * (rows[0]["n"] or 1), 1.0)
+
+
+def run_hypervolume(archive: Archive, upto_round: Optional[int] = None, error: str = "val",
+                    ref: Optional[tuple[float, float]] = None) -> float:
+    """Hypervolume of the scored children (G, seeds excluded) of rounds 0..upto_round in
+    (num_params, ``error`` error) space: ``val`` is what the search sees, ``test`` what the paper plots."""
+    column = {"val": "val_accuracy", "test": "test_accuracy"}[error]
+    rows = archive.query(f"SELECT num_params, {column} AS acc FROM children WHERE round >= 0 AND round <= ? "
+                         "AND status = ?", (10**9 if upto_round is None else upto_round, outcome.OK))
+    return hypervolume([(r["num_params"], 1.0 - r["acc"]) for r in rows], ref or hypervolume_ref(archive))
 
 
 def pareto_plot(archive: Archive, path: Path) -> None:
@@ -174,10 +217,11 @@ def write_report(archive: Archive, run_dir: Path, survivors: int = 10) -> dict:
     best = best_programs(archive, survivors)
     seeds = archive.query("SELECT seed_name, status, num_params, val_accuracy FROM children WHERE round = -1")
     tuning = archive.tuning()
-    text = summary_text(stats, best, seeds) + tuning_text(tuning)
+    ledger = archive.cost_ledger()
+    text = summary_text(stats, best, seeds) + tuning_text(tuning) + ledger_text(ledger)
     fits = [s["best_fitness_so_far"] for s in stats if s["best_fitness_so_far"] is not None]
     summary = {"rounds": stats, "best": best, "seeds": seeds, "best_fitness": fits[-1] if fits else None,
-               "soft_prompt": tuning, "text": text}
+               "soft_prompt": tuning, "costs": ledger, "text": text}
     (run_dir / "summary.md").write_text(text + "\n")
     (run_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=2))
     pareto_plot(archive, run_dir / "pareto.png")

@@ -38,4 +38,5 @@ def evaluate_source(code: str, data_dir: str, train_pools: list, val_pool: str, 
     # Other exceptions escape: the sandbox records them as a crash, with the traceback's last line.
     result = train_and_evaluate(evolved_factory(fn, use_ln, nb_triplet_fts), pools, val, test, **train_kwargs)
     result.pop("history")
-    return result
+    import jax
+    return {**result, "device": jax.default_backend()}

@@ -30,4 +30,5 @@ def evaluate_source(code: str, data_path: str, **train_kwargs) -> dict:
     if not hasattr(model, "init") or not hasattr(model, "apply"):
         raise ChildFailure(BUILD_ERROR, f"Model is a {type(model).__name__}, not a flax.linen Module")
     check_model(model)
-    return train_and_evaluate(model, load_splits(data_path), **train_kwargs)
+    import jax
+    return {**train_and_evaluate(model, load_splits(data_path), **train_kwargs), "device": jax.default_backend()}
