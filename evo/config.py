@@ -50,12 +50,6 @@ class SandboxConfig:
 
 
 @dataclass
-class EvaluatorConfig:
-    workers: int = 1
-    pin_cpus: bool = True
-
-
-@dataclass
 class SoftPromptConfig:
     """evo.tuning.PromptTuningConfig's fields (the TRAIN step between rounds)."""
     num_virtual_tokens: int = 16
@@ -97,7 +91,8 @@ class EvoConfig:
     crossmut: CrossMutConfig = field(default_factory=CrossMutConfig)
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    evaluator: Any = MISSING          # group: local | slurm (evo.evaluators)
+    logger: Any = MISSING             # group: none | wandb (evo.tracking)
     seed: int = 0
     run_dir: str = MISSING
     cache_dir: str = MISSING
@@ -126,7 +121,7 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     for key, value in (("search.rounds", s.rounds), ("search.prompts_per_round", s.prompts_per_round),
                        ("crossmut.parents_per_prompt", c.parents_per_prompt),
                        ("crossmut.samples_per_prompt", c.samples_per_prompt),
-                       ("evaluator.workers", cfg.evaluator.workers), ("sandbox.threads", b.threads),
+                       ("sandbox.threads", b.threads),
                        ("task.train_steps", cfg.task.train_steps), ("task.batch_size", cfg.task.batch_size),
                        ("selection.survivors", cfg.selection.survivors)):
         if value < 1:
@@ -157,6 +152,7 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
         _fail("task.learning_rate", cfg.task.learning_rate, "The AdamW learning rate must be positive.",
               f"pass a positive task.learning_rate ({default}).")
     _check_task(cfg.task)
+    _check_evaluator(cfg.evaluator)
     from evo.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
     try:
         PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt))
@@ -187,6 +183,30 @@ def _check_task(task_cfg: DictConfig) -> None:
     check = getattr(cls, "check_config", None)
     if check is not None:
         check(task_cfg)
+
+
+def _check_evaluator(ev: DictConfig) -> None:
+    """The evaluator group's values, and for SLURM that submitit and a cluster are there."""
+    target = str(ev.get("_target_", ""))
+    if target.endswith(".LocalEvaluator"):
+        if ev.workers is not None and ev.workers < 1:
+            _fail("evaluator.workers", ev.workers, "It is the number of children evaluated at once.",
+                  "pass evaluator.workers=1 or more, or null (the cores less the LM's threads).")
+    elif target.endswith(".SlurmEvaluator"):
+        for key in ("gpus_per_child", "cpus_per_child", "array_parallelism", "max_resubmits"):
+            low = 1 if key in ("cpus_per_child", "array_parallelism") else 0
+            if ev[key] < low:
+                _fail(f"evaluator.{key}", ev[key], f"It must be at least {low}.", f"pass evaluator.{key}={max(low, 1)}.")
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            _fail("evaluator", "slurm", "The SLURM evaluator submits children with submitit, which is not installed.",
+                  "pip install 'evo[cluster]' (submitit, hydra-submitit-launcher), or pass evaluator=local.")
+        import shutil
+        if shutil.which("sbatch") is None:
+            _fail("evaluator", "slurm", "There is no `sbatch` on PATH here, so no SLURM cluster to submit children to.",
+                  "run on a SLURM login node, start the local one-node cluster (bash scripts/slurm.sh start), "
+                  "or pass evaluator=local.")
 
 
 def _lm_class(cfg: DictConfig):

@@ -40,8 +40,8 @@ def evaluate_file(cfg: DictConfig) -> dict:
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     evaluate = FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha)
-    from evo.loop import cpu_slots
-    result = evaluate(code, cpus=cpu_slots(1, cfg.evaluator.pin_cpus)[0]).as_dict()
+    from evo.evaluators import cpu_slots
+    result = evaluate(code, cpus=cpu_slots(1, cfg.evaluator.get("pin_cpus", True))[0]).as_dict()
     result.pop("log_tail")
     return {"child_file": str(path), "code_hash": code_hash(code), **result}
 

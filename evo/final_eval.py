@@ -213,7 +213,7 @@ def run(cfg: DictConfig, plan: Plan) -> tuple[list, list]:
 
     from evo import outcome
     from evo.filter_eval import FilterAndEval
-    from evo.loop import cpu_slots
+    from evo.evaluators import LocalEvaluator, cpu_slots
     from evo.sandbox import SandboxLimits
 
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,9 +243,14 @@ def run(cfg: DictConfig, plan: Plan) -> tuple[list, list]:
           + f"{len(pending)} to run", flush=True)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     cache_dir = Path(os.path.expanduser(cfg.cache_dir))
-    workers = int(cfg.evaluator.workers)
+    local = instantiate(cfg.evaluator)
+    if not isinstance(local, LocalEvaluator):
+        raise ConfigError("Invalid configuration: evo.final_eval runs its evaluations on this machine, so "
+                          f"evaluator={type(local).__name__} does not apply. Fix: pass evaluator=local "
+                          "(evaluator.workers sets how many run at once).")
+    workers = local.workers
     slots: queue.Queue = queue.Queue()   # one CPU set per worker: no two children share a pinned core
-    for slot in cpu_slots(workers, cfg.evaluator.pin_cpus):
+    for slot in cpu_slots(workers, local.pin_cpus):
         slots.put(slot)
     lock = threading.Lock()
     data_failures = []

@@ -13,20 +13,19 @@
 Every step is written to the archive before the next one starts, and every random choice is
 seeded by (seed, round, prompt, attempt), so a run killed at any moment and started again with
 the same run folder continues where it stopped and ends as if it had never stopped. Children are
-evaluated by a small pool of threads (each child in its own sandboxed process) while the LM keeps
-sampling, so LM time and training time overlap.
+evaluated by the evaluator (evo.evaluators: local sandboxed processes, or SLURM jobs) while the LM
+keeps sampling, so LM time and training time overlap; each result is recorded as soon as it comes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
-import os
-import queue
 import random
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -53,18 +52,7 @@ class SearchSettings:
     rounds: int
     prompts_per_round: int
     seed: int = 0
-    workers: int = 1
     progress: bool = True
-    pin_cpus: bool = True   # pin each concurrent child to its own core, counting down from the last one
-
-
-def cpu_slots(workers: int, pin: bool) -> list[Optional[list[int]]]:
-    """One CPU set per evaluator worker. Children take cores from the last one down, so core 0
-    stays with the search process (the LM); with more workers than cores, slots share cores."""
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return [None] * workers
-    cores = sorted(os.sched_getaffinity(0))
-    return [[cores[-1 - (i % len(cores))]] for i in range(workers)]
 
 
 @dataclass
@@ -76,17 +64,20 @@ class EvoPrompting:
     evaluate: FilterAndEval
     archive: Archive
     lm_factory: Callable[[], object]   # loads the LM on first use: a finished run never loads it
+    evaluator: object = None           # evo.evaluators.LocalEvaluator (default: one worker) or SlurmEvaluator
     tuning: Optional[object] = None    # evo.tuning.PromptTuningConfig; None: no soft prompt tuning (ablation)
     run_dir: Optional[Path] = None     # where each round's soft prompt is saved (soft_prompt/round_<t>)
+    on_round: Optional[Callable[[int], None]] = None   # after each finished round (-1: seeds), e.g. the logger
     _lm: Optional[object] = field(default=None, init=False)
     _tuner: Optional[object] = field(default=None, init=False)
     _prompt_round: Optional[int] = field(default=None, init=False)   # the soft prompt the LM samples with now
     _submitted: set = field(default_factory=set, init=False)
-    _slots: queue.Queue = field(default_factory=queue.Queue, init=False)
+    _aborting: bool = field(default=False, init=False)
 
     def __post_init__(self):
-        for slot in cpu_slots(self.settings.workers, self.settings.pin_cpus):
-            self._slots.put(slot)
+        if self.evaluator is None:
+            from evo.evaluators import LocalEvaluator
+            self.evaluator = LocalEvaluator(workers=1)
 
     @property
     def lm(self):
@@ -94,29 +85,45 @@ class EvoPrompting:
             self._lm = self.lm_factory()
         return self._lm
 
-    # -- evaluation, in a thread pool; each child runs in its own sandboxed process ---------------
-    def _evaluate_child(self, child: Child) -> None:
-        self.archive.log_event("eval_started", round=child.round, child_id=child.id)
-        cpus = self._slots.get()  # one slot per worker thread: no two children share a pinned core
-        try:
-            ev = self.evaluate(child.code, cpus=cpus)
-        finally:
-            self._slots.put(cpus)
-        self.archive.record_result(child.id, **ev.as_dict())
+    # -- evaluation: the evaluator runs each child in a sandbox (here or on SLURM) ----------------
+    def _submit(self, children: list[Child], bar) -> list[Future]:
+        """Send the not yet submitted pending children to the evaluator. Each returned future is done
+        once that child's result is in the archive."""
+        batch = [c for c in children if c.id not in self._submitted and c.status == outcome.PENDING]
+        if not batch:
+            return []
+        self._submitted.update(c.id for c in batch)
+        if bar is not None:
+            bar.total = (bar.total or 0) + len(batch)
+            bar.refresh()
+        recorded = []
+        for child, fut in zip(batch, self.evaluator.submit([(c.id, c.code) for c in batch])):
+            done: Future = Future()
+            fut.add_done_callback(lambda f, child=child, done=done: self._record(child, f, done, bar))
+            recorded.append(done)
+        return recorded
 
-    def _submit(self, pool: ThreadPoolExecutor, children: list[Child], bar) -> list[Future]:
-        futures = []
-        for child in children:
-            if child.id in self._submitted or child.status != outcome.PENDING:
-                continue
-            self._submitted.add(child.id)
-            fut = pool.submit(self._evaluate_child, child)
-            if bar is not None:
-                bar.total = (bar.total or 0) + 1
-                bar.refresh()
-                fut.add_done_callback(lambda _f: bar.update(1))
-            futures.append(fut)
-        return futures
+    def _record(self, child: Child, fut: Future, done: Future, bar) -> None:
+        try:
+            # An interrupted search killed its running children: their "failures" are not results.
+            if not self._aborting and not fut.cancelled():
+                self.archive.record_result(child.id, **fut.result().as_dict())
+            done.set_result(None)
+        except BaseException as exc:  # noqa: BLE001  a bug in our own evaluation code: _wait re-raises it
+            done.set_exception(exc)
+        if bar is not None:
+            bar.update(1)
+
+    def _on_submit(self, child_id: int, detail: dict) -> None:
+        self.archive.log_event("eval_started", child_id=child_id, detail=detail)
+
+    def _unrecorded_jobs(self) -> dict[int, dict]:
+        """Pending children that a previous process sent to an evaluator, with the last submission's
+        detail (a SLURM job id): the SLURM evaluator waits for those jobs instead of starting new ones."""
+        rows = self.archive.query(
+            "SELECT e.child_id, e.detail FROM events e JOIN children c ON c.id = e.child_id "
+            "WHERE e.kind = 'eval_started' AND c.status = ? ORDER BY e.id", (outcome.PENDING,))
+        return {r["child_id"]: json.loads(r["detail"]) for r in rows if r["detail"]}
 
     @staticmethod
     def _wait(futures: list[Future]) -> None:
@@ -125,14 +132,23 @@ class EvoPrompting:
 
     # -- Algorithm 1 ------------------------------------------------------------------------------
     def run(self) -> None:
-        with ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="eval") as pool:
-            self._seed_population(pool)
+        self.evaluator.start(self.evaluate, self.run_dir or Path("."), on_submit=self._on_submit,
+                             resume=self._unrecorded_jobs())
+        try:
+            self._seed_population()
             for t in range(self.settings.rounds):
                 if self.archive.round_finished(t):
                     continue
-                self._round(t, pool)
+                self._round(t)
+        except BaseException:
+            # Ctrl-C, a SLURM preemption (submitit's SystemExit), or a bug: what is recorded stays, the
+            # children running now are stopped and not recorded; a restart evaluates them again.
+            self._aborting = True
+            self.evaluator.close(abort=True)
+            raise
+        self.evaluator.close()
 
-    def _seed_population(self, pool) -> None:
+    def _seed_population(self) -> None:
         known = self.archive.seed_ids()
         for name, code in self.task.seed_programs().items():
             if name not in known:
@@ -142,8 +158,10 @@ class EvoPrompting:
             bar = self._bar("seeds: evaluating", unit="child")
             if bar is not None:
                 bar.total = 0
-            self._wait(self._submit(pool, pending, bar))
+            self._wait(self._submit(pending, bar))
             self._close(bar)
+        if self.on_round is not None:
+            self.on_round(-1)
 
     def _population(self, t: int) -> tuple[list[int], str]:
         """The parents of round t: the seeds for round 0, then GETTOP of the history."""
@@ -169,7 +187,7 @@ class EvoPrompting:
         self.archive.start_round(t, parents, how)
         return parents, how
 
-    def _round(self, t: int, pool) -> None:
+    def _round(self, t: int) -> None:
         parent_ids, _ = self._population(t)
         if t > 0:
             self._tune(t - 1, parent_ids)
@@ -177,18 +195,20 @@ class EvoPrompting:
         m, n = self.settings.prompts_per_round, self.crossmut.samples_per_prompt
         round_label = f"round {t + 1}/{self.settings.rounds}"
         eval_bar = self._bar(f"{round_label} evaluating", unit="child", position=1)
-        futures = self._submit(pool, self.archive.pending(t), eval_bar)  # left over from a killed run
+        futures = self._submit(self.archive.pending(t), eval_bar)  # left over from a killed run
         sample_bar = self._bar(f"{round_label} sampling", total=m * n, unit="sample", position=0)
         for j in range(m):
-            futures += self._prompt(t, j, population, pool, eval_bar, sample_bar)
+            futures += self._prompt(t, j, population, eval_bar, sample_bar)
         self._close(sample_bar)
-        futures += self._submit(pool, self.archive.pending(t), eval_bar)
+        futures += self._submit(self.archive.pending(t), eval_bar)
         self._wait(futures)
         self._close(eval_bar)
         self.archive.finish_round(t)
         self.archive.log_event("round_finished", round=t)
+        if self.on_round is not None:
+            self.on_round(t)
 
-    def _prompt(self, t: int, j: int, population: list[Example], pool, eval_bar, sample_bar) -> list[Future]:
+    def _prompt(self, t: int, j: int, population: list[Example], eval_bar, sample_bar) -> list[Future]:
         n = self.crossmut.samples_per_prompt
         row = self.archive.prompt_row(t, j)
         if row is not None and row["complete"]:
@@ -219,7 +239,7 @@ class EvoPrompting:
                         soft_prompt_round=soft_prompt_round)
             if sample_bar is not None and attempt == 0:
                 sample_bar.update(len(samples))
-            futures += self._submit(pool, self.archive.pending(t), eval_bar)
+            futures += self._submit(self.archive.pending(t), eval_bar)
             count = self._copies(prompt_id, attempt)
             attempt += 1
         self.archive.complete_prompt(prompt_id)

@@ -56,6 +56,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -65,6 +66,11 @@ from evo import outcome
 from evo.sandbox_worker import OOM_SIGNATURES
 
 log = logging.getLogger(__name__)
+
+# Every child process running now, with its cgroup: ``kill_running`` ends them all at once when the
+# search is interrupted (Ctrl-C, a SLURM preemption) instead of waiting for them to finish.
+_RUNNING: dict[int, tuple[subprocess.Popen, "_Cgroup | None"]] = {}
+_RUNNING_LOCK = threading.Lock()
 
 LOG_TAIL_CHARS = 2000
 MAX_RESULT_BYTES = 16 << 20  # what the parent keeps of the result channel (the last part)
@@ -82,6 +88,8 @@ class SandboxLimits:
     isolation: str = "auto"       # "auto" (bwrap if usable, else rlimits only, with a warning), "bwrap", "none"
     cgroup: bool = True           # use a cgroup (memory + task cap, tree kill) when one can be created
     max_tasks: int = 512          # cgroup pids cap (threads count: jax on CPU alone uses ~20)
+    address_space: bool = True    # cap memory_mb with RLIMIT_AS too. False for a GPU child: CUDA reserves
+                                  # huge virtual ranges, so only the cgroup (resident memory) can cap it
 
     def cpu_limit_s(self) -> float:
         if self.cpu_s is not None:
@@ -179,7 +187,7 @@ def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str
     if _use_bwrap(limits) if _bwrap is None else _bwrap:
         parts.append("bwrap(net,pid,ipc,uts,user,caps,fs)")
     rl = []
-    if limits.memory_mb:
+    if limits.memory_mb and limits.address_space:
         rl.append(f"as={limits.memory_mb}MB")
     rl.append(f"cpu={limits.cpu_limit_s():g}s")
     rl.append(f"fsize={limits.max_file_mb}MB")
@@ -409,7 +417,7 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
         "nonce": nonce, "entry": entry, "kwargs": kwargs, "code": code, "pythonpath": pythonpath,
         "cpus": list(cpus) if cpus else None,
         "rlimits": {
-            "as_bytes": (limits.memory_mb << 20) if limits.memory_mb else None,
+            "as_bytes": (limits.memory_mb << 20) if limits.memory_mb and limits.address_space else None,
             "cpu_s": limits.cpu_limit_s(),
             "fsize_bytes": limits.max_file_mb << 20,
         },
@@ -448,6 +456,8 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=logf, stderr=logf,
                                     pass_fds=(write_fd,), close_fds=True, cwd=work, env=env,
                                     start_new_session=True)
+        with _RUNNING_LOCK:
+            _RUNNING[proc.pid] = (proc, cgroup)
         os.close(write_fd)
         write_fd = -1
         channel, timed_out = _talk(proc, spec_bytes, read_fd, start + limits.timeout_s)
@@ -469,6 +479,9 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
         return SandboxResult(status=status, reason=reason, payload=payload, wall_s=wall,
                              log_tail=tail, isolation=isolation, returncode=rc)
     finally:
+        if proc is not None:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(proc.pid, None)
         for fd in (write_fd, read_fd):
             if fd >= 0:
                 os.close(fd)
@@ -478,6 +491,16 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
             cgroup.kill_all()
             cgroup.remove()
         _rmtree(private)
+
+
+def kill_running() -> int:
+    """Kill every sandboxed child of this process now (their callers then return a failure, which
+    an interrupted search does not record). Returns how many there were."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING.values())
+    for proc, cgroup in running:
+        _kill_tree(proc, cgroup)
+    return len(running)
 
 
 def _rmtree(path: str) -> None:

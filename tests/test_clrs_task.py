@@ -191,7 +191,7 @@ def test_sandbox_gives_broken_children_a_status(tiny_task, name):
     """The search's real path (FilterAndEval: static checks, then the harness in the sandbox) stops
     these children at the pre-training check: a dm-clrs import and a check, no compilation."""
     from evo.filter_eval import FilterAndEval
-    from evo.loop import cpu_slots
+    from evo.evaluators import cpu_slots
     from evo.sandbox import SandboxLimits
     cfg, task, prepared = tiny_task
     limits = SandboxLimits(**{**OmegaConf.to_container(cfg.sandbox), "timeout_s": 300})
