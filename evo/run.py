@@ -6,7 +6,8 @@
     python -m evo.run --cfg job                       # print the composed config
 
 The run folder holds ``archive.sqlite`` (every child, append-only), ``summary.md``/``summary.json``,
-``pareto.png`` and Hydra's ``.hydra/`` with the resolved config.
+``pareto.png`` and Hydra's ``.hydra/`` with the resolved config. The same command resumes a run
+that was killed or preempted (SLURM requeues it with the same run folder).
 """
 
 from __future__ import annotations
@@ -75,7 +76,24 @@ def build_selection(cfg: DictConfig):
     return instantiate(cfg.selection)
 
 
-def build_search(cfg: DictConfig, archive):
+def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
+    """What started this process (SLURM job and restart, overrides), in the archive; the first start
+    also stores the overrides and the resolved config, so an archive alone says which run it is."""
+    slurm = {k.lower(): os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
+                                                 "SLURM_RESTART_COUNT") if k in os.environ}
+    overrides = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:   # not under @hydra.main (tests that call run() directly)
+        pass
+    if archive.get_meta("overrides") is None:
+        archive.set_meta("overrides", json.dumps(overrides))
+        archive.set_meta("config", json.dumps(OmegaConf.to_container(cfg, resolve=True)))
+    archive.log_event("run_started", detail={"resumed": resumed, "overrides": overrides, **slurm})
+
+
+def build_search(cfg: DictConfig, archive, on_round=None):
     """Every component of Algorithm 1 from the config (nothing is loaded or trained here)."""
     from evo.crossmut import CrossMut
     from evo.filter_eval import FilterAndEval
@@ -93,8 +111,7 @@ def build_search(cfg: DictConfig, archive):
              "on" if tunes else "off")
     crossmut = CrossMut(**{**OmegaConf.to_container(cfg.crossmut), "samples_per_prompt": n})
     return EvoPrompting(
-        settings=SearchSettings(rounds=rounds, prompts_per_round=m, seed=cfg.seed, workers=cfg.evaluator.workers,
-                                progress=cfg.progress, pin_cpus=cfg.evaluator.pin_cpus),
+        settings=SearchSettings(rounds=rounds, prompts_per_round=m, seed=cfg.seed, progress=cfg.progress),
         task=task,
         crossmut=crossmut,
         selection=build_selection(cfg),
@@ -102,6 +119,8 @@ def build_search(cfg: DictConfig, archive):
                                scratch_root=None),
         archive=archive,
         lm_factory=lambda: instantiate(cfg.lm),
+        evaluator=instantiate(cfg.evaluator),
+        on_round=on_round,
         tuning=PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt)) if tunes else None,
         run_dir=Path(cfg.run_dir),
     )
@@ -113,12 +132,16 @@ def run(cfg: DictConfig) -> float:
     from evo.report import write_report
 
     validate(cfg)
+    tracker = instantiate(cfg.logger)   # a bad logger option fails here, before any compute
     run_dir = Path(cfg.run_dir)
     archive = Archive(run_dir / "archive.sqlite")
     resumed = _check_resume(archive, cfg)
+    _record_start(archive, cfg, resumed)
     print(f"Run folder: {run_dir}" + ("  (resuming)" if resumed else ""), flush=True)
-    build_search(cfg, archive).run()
+    tracker.start(cfg, run_dir, archive, resumed)
+    build_search(cfg, archive, on_round=lambda t: tracker.log_round(archive, t)).run()
     summary = write_report(archive, run_dir, survivors=cfg.selection.survivors)
+    tracker.finish(archive, run_dir, summary)
     print(summary["text"], flush=True)
     print(f"\nRun folder: {run_dir}\n  archive: {run_dir / 'archive.sqlite'}\n  summary: {run_dir / 'summary.md'}"
           f"\n  Pareto plot: {run_dir / 'pareto.png'}", flush=True)
