@@ -100,3 +100,32 @@ def test_resume_after_sigkill_is_as_if_never_stopped(tiny_lm_dir, tmp_path):
     evaluated = rows(killed, "SELECT child_id, COUNT(*) AS n FROM events WHERE kind = 'evaluated' GROUP BY child_id")
     assert all(e["n"] == 1 for e in evaluated)
     assert _signature(killed) == _signature(reference)
+
+
+def test_ctrl_c_stops_running_children_and_records_none_of_them(tiny_lm_dir, tmp_path):
+    """An interrupted search (Ctrl-C here; a SLURM preemption raises SystemExit the same way) kills the
+    child it is training at once, and does not record that child as a failure: it stays pending, so a
+    restart evaluates it."""
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "mlp.py").write_text((REPO / "seeds" / "mnist1d" / "mlp.py").read_text())
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache", f"task.seeds_dir={seeds}",
+                                       "task.train_steps=1000000", "sandbox.timeout_s=3600"),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:   # wait until the seed is in training
+        time.sleep(0.5)
+        try:
+            if rows(run_dir, "SELECT COUNT(*) AS n FROM events WHERE kind = 'eval_started'")[0]["n"]:
+                break
+        except sqlite3.OperationalError:
+            continue
+    time.sleep(8)   # past the sandbox's start-up: the child is training (a million steps: ~15 min)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)   # not the ~15 min the child would need to finish
+    assert proc.returncode != 0 and "KeyboardInterrupt" in out
+    seed = rows(run_dir, "SELECT status FROM children WHERE round = -1")
+    assert seed == [{"status": "pending"}]
+    assert rows(run_dir, "SELECT COUNT(*) AS n FROM events WHERE kind = 'evaluated'")[0]["n"] == 0
