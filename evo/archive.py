@@ -20,7 +20,8 @@ from typing import Any, Iterable, Optional
 
 from evo import outcome
 
-SCHEMA_VERSION = 3   # 2: children.soft_prompt_round and the tuning table; 3: children.device, cost_ledger
+SCHEMA_VERSION = 4   # 2: children.soft_prompt_round and the tuning table; 3: children.device, cost_ledger;
+                     # 4: children.predicted and .surrogate, the embeddings table
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +73,8 @@ CREATE TABLE IF NOT EXISTS children (
     train_seconds REAL,
     compile_seconds REAL,
     device TEXT,                      -- the backend the child trained on: cpu | gpu | tpu
+    predicted REAL,                   -- the surrogate's predicted score (surrogate=cole), before training
+    surrogate TEXT,                   -- its decision: train | explore | skip | all (too little data to rank)
     isolation TEXT,
     log_tail TEXT,
     created_at REAL NOT NULL,
@@ -99,10 +102,16 @@ CREATE TABLE IF NOT EXISTS events (
     child_id INTEGER,
     detail TEXT
 );
+CREATE TABLE IF NOT EXISTS embeddings (   -- the surrogate's embedding of each program, by embedder
+    code_hash TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector BLOB NOT NULL,             -- float32, little-endian
+    PRIMARY KEY (code_hash, embedder)
+);
 CREATE TRIGGER IF NOT EXISTS children_no_delete BEFORE DELETE ON children
 BEGIN SELECT RAISE(ABORT, 'children rows are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS children_final BEFORE UPDATE ON children
-WHEN OLD.status != 'pending' OR NEW.code IS NOT OLD.code OR NEW.code_hash IS NOT OLD.code_hash
+CREATE TRIGGER IF NOT EXISTS children_final_v4 BEFORE UPDATE ON children
+WHEN OLD.status NOT IN ('pending', 'skipped_by_surrogate') OR NEW.code IS NOT OLD.code OR NEW.code_hash IS NOT OLD.code_hash
      OR NEW.raw_completion IS NOT OLD.raw_completion OR NEW.parents IS NOT OLD.parents
 BEGIN SELECT RAISE(ABORT, 'a child row is final once evaluated; its program never changes'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
@@ -176,7 +185,9 @@ class Archive:
         """Older archives lack ``children.soft_prompt_round`` (schema 1; NULL there: no tuning existed)
         and ``children.device`` (schema 2; NULL there: every child trained on the CPU)."""
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(children)")}
-        for column, sql_type in (("soft_prompt_round", "INTEGER"), ("device", "TEXT")):
+        self._db.execute("DROP TRIGGER IF EXISTS children_final")   # schema < 4: skipped children were final
+        for column, sql_type in (("soft_prompt_round", "INTEGER"), ("device", "TEXT"), ("predicted", "REAL"),
+                                 ("surrogate", "TEXT")):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE children ADD COLUMN {column} {sql_type}")
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
@@ -246,7 +257,9 @@ class Archive:
         with self._lock:
             self._db.execute(f"UPDATE children SET {sets}, evaluated_at = ? WHERE id = ?",
                              (*result.values(), time.time(), child_id))
-            self.log_event("evaluated", child_id=child_id, detail={"status": result.get("status")})
+            # a skip is a decision, not an evaluation: "evaluated" stays once per trained child
+            kind = "skipped" if result.get("status") == outcome.SKIPPED else "evaluated"
+            self.log_event(kind, child_id=child_id, detail={"status": result.get("status")})
 
     def _child(self, row: sqlite3.Row) -> Child:
         return Child(id=row["id"], round=row["round"], code=row["code"], code_hash=row["code_hash"],
@@ -309,6 +322,27 @@ class Archive:
                 r[key] = json.loads(r[key])
             out.append(r)
         return out
+
+    # -- the surrogate's embeddings --------------------------------------------------------------
+    def embeddings(self, embedder: str, hashes: list[str]) -> dict:
+        """code hash -> float32 vector, for those of ``hashes`` embedded before by ``embedder``."""
+        import numpy as np
+        out = {}
+        for start in range(0, len(hashes), 500):   # SQLite's variable limit
+            part = hashes[start:start + 500]
+            for r in self._rows(f"SELECT code_hash, vector FROM embeddings WHERE embedder = ? AND code_hash IN "
+                                f"({', '.join('?' * len(part))})", (embedder, *part)):
+                out[r["code_hash"]] = np.frombuffer(r["vector"], dtype="<f4")
+        return out
+
+    def store_embeddings(self, embedder: str, vectors: dict) -> None:
+        import numpy as np
+        with self.transaction():
+            self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                                 [(h, embedder, np.asarray(v, dtype="<f4").tobytes()) for h, v in vectors.items()])
+
+    def set_screening(self, child_id: int, predicted, decision: str) -> None:
+        self._exec("UPDATE children SET predicted = ?, surrogate = ? WHERE id = ?", (predicted, decision, child_id))
 
     def cost_ledger(self) -> dict:
         """Per round and in total: LM tokens in/out, LM seconds, child training seconds (CPU, GPU),

@@ -93,6 +93,7 @@ class EvoConfig:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     evaluator: Any = MISSING          # group: local | slurm (evo.evaluators)
     logger: Any = MISSING             # group: none | wandb (evo.tracking)
+    surrogate: Any = MISSING          # group: none | cole (evo.surrogate)
     seed: int = 0
     run_dir: str = MISSING
     cache_dir: str = MISSING
@@ -153,6 +154,8 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
               f"pass a positive task.learning_rate ({default}).")
     _check_task(cfg.task)
     _check_evaluator(cfg.evaluator)
+    for node in ("logger", "surrogate"):   # their constructors check their own options (nothing is loaded)
+        instantiate_checked(cfg[node])
     from evo.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
     try:
         PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt))
@@ -183,6 +186,19 @@ def _check_task(task_cfg: DictConfig) -> None:
     check = getattr(cls, "check_config", None)
     if check is not None:
         check(task_cfg)
+
+
+def instantiate_checked(node: DictConfig):
+    """``hydra.utils.instantiate``, but a ConfigError raised by the constructor comes out as itself
+    (Hydra wraps it), so the entry points print the key and the fix instead of a traceback."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    try:
+        return instantiate(node)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise
 
 
 def _check_evaluator(ev: DictConfig) -> None:

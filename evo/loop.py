@@ -3,6 +3,7 @@
     P <- seeds (evaluated like any child; never part of the history G)
     for t in 0..T-1:
         C     <- CROSSMUT(LM_theta, P, m, k, n)    evo.crossmut
+        [C   <- the share of C the surrogate ranks best; surrogate=cole only]   evo.surrogate
         C_ev  <- FILTERANDEVAL(C, alpha)           evo.filter_eval (children run in the sandbox)
         G     <- G + C_ev                          evo.archive (children with status ok)
         if t < T-1:                                (done at the start of round t+1)
@@ -25,6 +26,7 @@ import logging
 import math
 import random
 import shutil
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,7 @@ class EvoPrompting:
     tuning: Optional[object] = None    # evo.tuning.PromptTuningConfig; None: no soft prompt tuning (ablation)
     run_dir: Optional[Path] = None     # where each round's soft prompt is saved (soft_prompt/round_<t>)
     on_round: Optional[Callable[[int], None]] = None   # after each finished round (-1: seeds), e.g. the logger
+    surrogate: object = None           # evo.surrogate.ColeSurrogate, or None / NoSurrogate: train every child
     _lm: Optional[object] = field(default=None, init=False)
     _tuner: Optional[object] = field(default=None, init=False)
     _prompt_round: Optional[int] = field(default=None, init=False)   # the soft prompt the LM samples with now
@@ -78,6 +81,9 @@ class EvoPrompting:
         if self.evaluator is None:
             from evo.evaluators import LocalEvaluator
             self.evaluator = LocalEvaluator(workers=1)
+        if self.surrogate is None:
+            from evo.surrogate import NoSurrogate
+            self.surrogate = NoSurrogate()
 
     @property
     def lm(self):
@@ -89,7 +95,7 @@ class EvoPrompting:
     def _submit(self, children: list[Child], bar) -> list[Future]:
         """Send the not yet submitted pending children to the evaluator. Each returned future is done
         once that child's result is in the archive."""
-        batch = [c for c in children if c.id not in self._submitted and c.status == outcome.PENDING]
+        batch = [c for c in children if c.id not in self._submitted and c.status in (outcome.PENDING, outcome.SKIPPED)]
         if not batch:
             return []
         self._submitted.update(c.id for c in batch)
@@ -136,6 +142,8 @@ class EvoPrompting:
                              resume=self._unrecorded_jobs())
         try:
             self._seed_population()
+            if self.surrogate.train_skipped:
+                self._train_skipped()
             for t in range(self.settings.rounds):
                 if self.archive.round_finished(t):
                     continue
@@ -162,6 +170,52 @@ class EvoPrompting:
             self._close(bar)
         if self.on_round is not None:
             self.on_round(-1)
+
+    def _train_skipped(self) -> None:
+        """surrogate.train_skipped=true: train the children the surrogate skipped in earlier runs."""
+        skipped = self.archive.children("status = ?", (outcome.SKIPPED,))
+        if skipped:
+            log.info("training %d children the surrogate skipped", len(skipped))
+            bar = self._bar("skipped children: evaluating", unit="child")
+            self._wait(self._submit(skipped, bar))
+            self._close(bar)
+
+    def _trainable(self, t: int) -> list[Child]:
+        """Round t's pending children that may be trained now: all of them, or with the surrogate on,
+        those it has screened in (the others wait for the screening at the end of sampling)."""
+        if not self.surrogate.active:
+            return self.archive.pending(t)
+        return self.archive.children("round = ? AND status = ? AND surrogate IN ('train', 'explore', 'all')",
+                                     (t, outcome.PENDING))
+
+    def _screen(self, t: int) -> None:
+        """The surrogate's step: after sampling, the static checks, then rank the rest and record the
+        decision (and a skip's status) for each, all in one transaction."""
+        from evo.program import check_static
+        fresh = self.archive.children("round = ? AND status = ? AND surrogate IS NULL", (t, outcome.PENDING))
+        if not fresh:
+            return
+        ranked = []
+        with self.archive.transaction():
+            for child in fresh:   # FILTERANDEVAL's first stage, here: no need to rank what cannot run
+                failed = check_static(child.code, self.task.allowed_imports, self.task.entry)
+                if failed:
+                    self.archive.record_result(child.id, status=failed[0], reason=failed[1], eval_seconds=0.0)
+                else:
+                    ranked.append(child)
+        rng = random.Random(derive_seed(self.settings.seed, "surrogate", t))
+        t0 = time.time()
+        screened = self.surrogate.screen(self.archive, ranked, rng)
+        with self.archive.transaction():
+            for s in screened:
+                self.archive.set_screening(s.child_id, s.predicted, s.decision)
+                if s.decision == "skip":
+                    self.archive.record_result(s.child_id, status=outcome.SKIPPED, reason=(
+                        f"predicted {self.surrogate.target} {s.predicted:.3f}: outside the trained share"))
+            counts = {d: sum(s.decision == d for s in screened) for d in ("train", "explore", "skip", "all")}
+            self.archive.log_event("surrogate_screened", round=t, detail={**counts, "seconds": time.time() - t0})
+        log.info("round %d: surrogate trains %d (+%d exploring) of %d children, skips %d", t, counts["train"] + counts["all"],
+                 counts["explore"], len(screened), counts["skip"])
 
     def _population(self, t: int) -> tuple[list[int], str]:
         """The parents of round t: the seeds for round 0, then GETTOP of the history."""
@@ -195,12 +249,14 @@ class EvoPrompting:
         m, n = self.settings.prompts_per_round, self.crossmut.samples_per_prompt
         round_label = f"round {t + 1}/{self.settings.rounds}"
         eval_bar = self._bar(f"{round_label} evaluating", unit="child", position=1)
-        futures = self._submit(self.archive.pending(t), eval_bar)  # left over from a killed run
+        futures = self._submit(self._trainable(t), eval_bar)  # left over from a killed run
         sample_bar = self._bar(f"{round_label} sampling", total=m * n, unit="sample", position=0)
         for j in range(m):
             futures += self._prompt(t, j, population, eval_bar, sample_bar)
         self._close(sample_bar)
-        futures += self._submit(self.archive.pending(t), eval_bar)
+        if self.surrogate.active:
+            self._screen(t)
+        futures += self._submit(self._trainable(t), eval_bar)
         self._wait(futures)
         self._close(eval_bar)
         self.archive.finish_round(t)
@@ -239,7 +295,7 @@ class EvoPrompting:
                         soft_prompt_round=soft_prompt_round)
             if sample_bar is not None and attempt == 0:
                 sample_bar.update(len(samples))
-            futures += self._submit(self.archive.pending(t), eval_bar)
+            futures += self._submit(self._trainable(t), eval_bar)
             count = self._copies(prompt_id, attempt)
             attempt += 1
         self.archive.complete_prompt(prompt_id)

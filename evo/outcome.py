@@ -19,6 +19,7 @@ CRASHED = "crashed"            # died or raised during training for another reas
 NAN = "nan"                    # loss or logits became NaN/inf during training
 FILTERED = "filtered"          # trained, but validation error >= alpha
 OK = "ok"                      # trained, error < alpha: scored and enters the history G
+SKIPPED = "skipped_by_surrogate"  # not trained: the surrogate (surrogate=cole) predicted it among the worst
 
 # Trained to the end (ok, or filtered only by the alpha threshold): the child "works".
 WORKING = (OK, FILTERED)

@@ -12,6 +12,7 @@ that was killed or preempted (SLURM requeues it with the same run folder).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ def _fingerprint(cfg: DictConfig) -> dict:
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node
+    if str(cfg.surrogate.get("_target_", "")).endswith("ColeSurrogate"):   # absent when off: older runs resume
+        out["surrogate"] = {k: v for k, v in plain["surrogate"].items() if k != "train_skipped"}
     for key, free in _RESUME_FREE.items():
         if key == "search" and cfg.ablation.naive_fewshot:
             continue   # there T sets the samples per prompt of the single round
@@ -110,7 +113,8 @@ def build_search(cfg: DictConfig, archive, on_round=None):
              cfg.ablation.name, rounds, m, n, "random draw" if cfg.ablation.random_parents else cfg.selection._target_,
              "on" if tunes else "off")
     crossmut = CrossMut(**{**OmegaConf.to_container(cfg.crossmut), "samples_per_prompt": n})
-    return EvoPrompting(
+    surrogate = instantiate(cfg.surrogate)
+    search = EvoPrompting(
         settings=SearchSettings(rounds=rounds, prompts_per_round=m, seed=cfg.seed, progress=cfg.progress),
         task=task,
         crossmut=crossmut,
@@ -121,9 +125,13 @@ def build_search(cfg: DictConfig, archive, on_round=None):
         lm_factory=lambda: instantiate(cfg.lm),
         evaluator=instantiate(cfg.evaluator),
         on_round=on_round,
+        surrogate=surrogate,
         tuning=PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt)) if tunes else None,
         run_dir=Path(cfg.run_dir),
     )
+    if isinstance(getattr(surrogate, "embedder", None), functools.partial):   # surrogate/embedder=operator
+        surrogate.embedder = surrogate.embedder(lm=lambda: search.lm)
+    return search
 
 
 def run(cfg: DictConfig) -> float:
@@ -132,7 +140,7 @@ def run(cfg: DictConfig) -> float:
     from evo.report import write_report
 
     validate(cfg)
-    tracker = instantiate(cfg.logger)   # a bad logger option fails here, before any compute
+    tracker = instantiate(cfg.logger)
     run_dir = Path(cfg.run_dir)
     archive = Archive(run_dir / "archive.sqlite")
     resumed = _check_resume(archive, cfg)

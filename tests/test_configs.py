@@ -30,12 +30,12 @@ def test_paper_defaults(cfg_factory):
     validate(cfg, needs_lm=False)
 
 
-@pytest.mark.parametrize("group", ["task", "selection", "ablation", "experiment", "evaluator", "logger"])
+@pytest.mark.parametrize("group", ["task", "selection", "ablation", "experiment", "evaluator", "logger", "surrogate"])
 def test_every_option_composes_and_instantiates(cfg_factory, group):
     for option in options(group):
         cfg = cfg_factory(f"{group}={option}")
         validate(cfg, needs_lm=False)
-        if group in ("task", "selection", "evaluator", "logger"):
+        if group in ("task", "selection", "evaluator", "logger", "surrogate"):
             obj = instantiate(cfg[group])
             assert obj is not None
 
@@ -66,6 +66,8 @@ def test_demo_preset_is_small(cfg_factory):
     ("evaluator.workers=0", "evaluator.workers"),
     ("+evaluator=slurm evaluator.gpus_per_child=-1", "evaluator.gpus_per_child"),
     ("logger=wandb logger.mode=cloud", "logger.mode"),
+    ("surrogate=cole surrogate.target=accuracy", "surrogate.target"),
+    ("surrogate=cole surrogate.train_fraction=0.95", "surrogate.train_fraction"),
 ])
 def test_impossible_values_name_the_key_and_a_fix(cfg_factory, override, key):
     cfg = cfg_factory(*override.replace("+evaluator", "evaluator").split())
