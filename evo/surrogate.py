@@ -229,7 +229,10 @@ class ColeSurrogate:
         from evo import outcome
         rows = archive.query("SELECT code_hash, code, num_params, val_accuracy FROM children WHERE status IN (?, ?) "
                              "AND num_params IS NOT NULL ORDER BY id", outcome.WORKING)
-        rows = list({r["code_hash"]: r for r in rows}.values())
+        first: dict = {}
+        for r in rows:   # one row per program: the first time it was trained
+            first.setdefault(r["code_hash"], r)
+        rows = list(first.values())
         y = np.array([target_value(self.target, r["num_params"], r["val_accuracy"]) for r in rows])
         return [r["code_hash"] for r in rows], y, {r["code_hash"]: r["code"] for r in rows}
 
