@@ -82,14 +82,9 @@ def build_selection(cfg: DictConfig):
 def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
     """What started this process (SLURM job and restart, overrides), in the archive; the first start
     also stores the overrides and the resolved config, so an archive alone says which run it is."""
-    slurm = {k.lower(): os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
-                                                 "SLURM_RESTART_COUNT") if k in os.environ}
-    overrides = []
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:   # not under @hydra.main (tests that call run() directly)
-        pass
+    from evo.tracking import hydra_info, slurm_ids
+    slurm = {f"slurm_{k}": v for k, v in slurm_ids().items()}
+    overrides = hydra_info().get("overrides", [])   # none outside @hydra.main (tests that call run() directly)
     if archive.get_meta("overrides") is None:
         archive.set_meta("overrides", json.dumps(overrides))
         archive.set_meta("config", json.dumps(OmegaConf.to_container(cfg, resolve=True)))

@@ -40,6 +40,17 @@ def target_value(target: str, num_params: int, val_accuracy: float) -> float:
     return -math.log10(max(1, num_params) * max(1e-4, 1.0 - val_accuracy))
 
 
+def trained_programs(archive) -> list[dict]:
+    """What a head learns from: every program of the archive that trained to the end (seeds included),
+    once, as first trained (code_hash, code, num_params, val_accuracy, round), in id order."""
+    from evo import outcome
+    first: dict = {}
+    for r in archive.query("SELECT round, code, code_hash, num_params, val_accuracy FROM children WHERE status IN "
+                           "(?, ?) AND num_params IS NOT NULL AND val_accuracy IS NOT NULL ORDER BY id", outcome.WORKING):
+        first.setdefault(r["code_hash"], r)
+    return list(first.values())
+
+
 # ---------------------------------------------------------------------------------------- embedders
 
 class MiniLMEmbedder:
@@ -226,13 +237,7 @@ class ColeSurrogate:
 
     # -- a round's decision --------------------------------------------------------------------------
     def training_set(self, archive) -> tuple[list[str], np.ndarray, dict[str, str]]:
-        from evo import outcome
-        rows = archive.query("SELECT code_hash, code, num_params, val_accuracy FROM children WHERE status IN (?, ?) "
-                             "AND num_params IS NOT NULL ORDER BY id", outcome.WORKING)
-        first: dict = {}
-        for r in rows:   # one row per program: the first time it was trained
-            first.setdefault(r["code_hash"], r)
-        rows = list(first.values())
+        rows = trained_programs(archive)
         y = np.array([target_value(self.target, r["num_params"], r["val_accuracy"]) for r in rows])
         return [r["code_hash"] for r in rows], y, {r["code_hash"]: r["code"] for r in rows}
 

@@ -46,7 +46,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from evo import outcome
+from evo.surrogate import trained_programs
 
 ARCHIVE = "archive.sqlite"
 HEADS = ("ridge", "mlp_ensemble", "gbt")
@@ -233,10 +233,8 @@ def load_programs(paths: Sequence[Path], cache: bool) -> tuple[list[Source], lis
     sources, pool = [], {}
     for path in paths:
         archive, writable = open_archive(path, cache)
-        rows = archive.query("SELECT round, code, code_hash, num_params, val_accuracy FROM children "
-                             "WHERE status IN (?, ?) AND num_params IS NOT NULL AND val_accuracy IS NOT NULL "
-                             "ORDER BY id", outcome.WORKING)
-        sources.append(Source(path, archive, writable, list(dict.fromkeys(r["code_hash"] for r in rows))))
+        rows = trained_programs(archive)
+        sources.append(Source(path, archive, writable, [r["code_hash"] for r in rows]))
         for r in rows:
             pool.setdefault(r["code_hash"], Program(r["code_hash"], r["code"], int(r["num_params"]),
                                                     float(r["val_accuracy"]), int(r["round"]), str(path)))

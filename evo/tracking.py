@@ -133,7 +133,7 @@ class WandbLogger:
         wandb_root = Path(self.dir or _user_env("WANDB_DIR") or run_dir).expanduser().resolve()
         self._set_env(run_dir)
         config = _plain_config(cfg)
-        extra = {"slurm": _slurm_ids(), "hydra": _hydra_info()}
+        extra = {"slurm": slurm_ids(), "hydra": hydra_info()}
         config.update(extra)
         try:
             self._run = wandb.init(
@@ -397,7 +397,8 @@ def _plain_config(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _slurm_ids() -> dict[str, str]:
+def slurm_ids() -> dict[str, str]:
+    """The SLURM job this process runs in (job, array job and task, restart count, partition), if any."""
     return {k[len("SLURM_"):].lower(): os.environ[k] for k in SLURM_VARS if os.environ.get(k)}
 
 
@@ -414,7 +415,7 @@ def _is_multirun(hc) -> bool:
     return hc is not None and hc.mode == RunMode.MULTIRUN
 
 
-def _hydra_info() -> dict:
+def hydra_info() -> dict:
     """The Hydra job: mode, output folder, overrides, and under --multirun the sweep folder and job number."""
     hc = _hydra_config()
     if hc is None:

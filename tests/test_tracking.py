@@ -375,10 +375,10 @@ def test_multirun_group_is_the_sweep_folder(cfg_factory):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-    from evo.tracking import _default_group, _hydra_info
+    from evo.tracking import _default_group, hydra_info
 
     cfg = cfg_factory("ablation=random_parents")
-    assert _default_group(cfg) == f"mnist1d-{cfg.lm.name}-random_parents" and _hydra_info() == {}
+    assert _default_group(cfg) == f"mnist1d-{cfg.lm.name}-random_parents" and hydra_info() == {}
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         full = compose(config_name="config", return_hydra_config=True,
@@ -388,7 +388,7 @@ def test_multirun_group_is_the_sweep_folder(cfg_factory):
     HydraConfig.instance().set_config(full)
     try:
         assert _default_group(cfg) == "abl-sweep-7"   # <experiment>-<timestamp> of multirun/<task>/<experiment>/<timestamp>
-        assert _hydra_info() == {"mode": "MULTIRUN", "overrides": ["run_dir=x", "seed=1"],
+        assert hydra_info() == {"mode": "MULTIRUN", "overrides": ["run_dir=x", "seed=1"],
                                  "sweep_dir": "multirun/abl/sweep-7", "job_num": 2}
     finally:
         HydraConfig.instance().cfg = None
