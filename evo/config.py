@@ -156,6 +156,7 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     _check_evaluator(cfg.evaluator)
     for node in ("logger", "surrogate"):   # their constructors check their own options (nothing is loaded)
         instantiate_checked(cfg[node])
+    _check_surrogate_prior(cfg)
     from evo.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
     try:
         PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt))
@@ -172,6 +173,26 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
             check(cfg.lm)
         except LMUnavailableError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def _check_surrogate_prior(cfg: DictConfig) -> None:
+    """A prior's scores must come from the same training protocol as this run's (train steps, data...)."""
+    import sqlite3
+    from evo import dataset
+    here = dataset.protocol({"task": OmegaConf.to_container(cfg.task, resolve=True)})
+    for path in cfg.surrogate.get("prior") or ():
+        try:
+            theirs = dataset.source_protocol(path)
+        except (dataset.DatasetError, sqlite3.Error) as exc:
+            _fail("surrogate.prior", path, f"It cannot be read as a run, an archive or a dataset: {exc}.",
+                  "pass run folders, archive.sqlite files or dataset files (python -m evo.dataset).")
+        keys = dataset.protocol_difference(here, theirs)
+        if keys:
+            _fail("surrogate.prior", path,
+                  "Its children were trained under other task settings than this run's ("
+                  + ", ".join(f"{k}: {theirs.get(k)!r} there, {here.get(k)!r} here" for k in keys)
+                  + "), so their scores do not predict this run's.",
+                  "pass priors trained with the same task settings, or the same task overrides as they had.")
 
 
 def _check_task(task_cfg: DictConfig) -> None:

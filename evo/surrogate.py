@@ -23,6 +23,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -49,6 +50,20 @@ def trained_programs(archive) -> list[dict]:
                            "(?, ?) AND num_params IS NOT NULL AND val_accuracy IS NOT NULL ORDER BY id", outcome.WORKING):
         first.setdefault(r["code_hash"], r)
     return list(first.values())
+
+
+def read_trained(path) -> list[dict]:
+    """``trained_programs`` of a run folder, an archive file or a dataset file (evo.dataset)."""
+    from evo import dataset
+    if dataset.is_dataset(path):
+        return dataset.trained(path)
+    from evo.archive import Archive
+    path = Path(path)
+    archive = Archive(path / "archive.sqlite" if path.is_dir() else path, readonly=True)
+    try:
+        return trained_programs(archive)
+    finally:
+        archive.close()
 
 
 # ---------------------------------------------------------------------------------------- embedders
@@ -207,8 +222,15 @@ class ColeSurrogate:
 
     def __init__(self, embedder, head: Callable[[], object], target: str = "log_fitness",
                  train_fraction: float = 0.5, explore_fraction: float = 0.1, min_history: int = 10,
-                 train_skipped: bool = False):
+                 train_skipped: bool = False, prior: Sequence[str] = ()):
         from evo.config import _fail
+        self.prior = [str(p) for p in (prior or ())]
+        for path in self.prior:
+            if not Path(path).exists():
+                _fail("surrogate.prior", path, "Each entry is a run folder, an archive.sqlite or a dataset file "
+                      "(python -m evo.dataset) whose trained children the head also learns from; this one is not there.",
+                      "pass existing paths, e.g. surrogate.prior=[benchmarks/data/mnist1d_children.jsonl.gz], "
+                      "or surrogate.prior=[] for none.")
         if target not in TARGETS:
             _fail("surrogate.target", target, f"Allowed values: {', '.join(TARGETS)}.", "pass surrogate.target=log_fitness.")
         if not 0 < train_fraction <= 1 or not 0 <= explore_fraction <= 1 - train_fraction:
@@ -222,6 +244,7 @@ class ColeSurrogate:
         self.train_fraction, self.explore_fraction = train_fraction, explore_fraction
         self.min_history, self.train_skipped = min_history, train_skipped
         self.seconds = 0.0   # embedding + fitting + predicting, this process
+        self._prior_rows: Optional[list[dict]] = None
 
     # -- embeddings, cached in the archive ----------------------------------------------------------
     def embed(self, archive, codes: dict[str, str]) -> dict[str, np.ndarray]:
@@ -236,8 +259,18 @@ class ColeSurrogate:
         return cached
 
     # -- a round's decision --------------------------------------------------------------------------
+    def prior_programs(self) -> list[dict]:
+        """The trained programs of ``prior`` (read once): earlier runs of the same task, so the head can
+        rank from the first round instead of waiting for ``min_history`` children of this run."""
+        if self._prior_rows is None:
+            self._prior_rows = [r for path in self.prior for r in read_trained(path)]
+        return self._prior_rows
+
     def training_set(self, archive) -> tuple[list[str], np.ndarray, dict[str, str]]:
-        rows = trained_programs(archive)
+        """This run's trained programs, then the prior's it does not hold (one row per code hash)."""
+        rows = {r["code_hash"]: r for r in self.prior_programs()}
+        rows.update((r["code_hash"], r) for r in trained_programs(archive))   # this run's own score wins
+        rows = list(rows.values())
         y = np.array([target_value(self.target, r["num_params"], r["val_accuracy"]) for r in rows])
         return [r["code_hash"] for r in rows], y, {r["code_hash"]: r["code"] for r in rows}
 

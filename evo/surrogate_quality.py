@@ -3,6 +3,7 @@
     python -m evo.surrogate_quality outputs/mnist1d/demo/2026-11-24_14-59-38
     python -m evo.surrogate_quality multirun/mnist1d/default/* --heads ridge,mlp_ensemble,gbt --repeats 20
     python -m evo.surrogate_quality run1/archive.sqlite run2/ --target log_fitness,val_accuracy --no-cache
+    python -m evo.surrogate_quality benchmarks/data/mnist1d_children.jsonl.gz    # our dataset (evo.dataset)
 
 The trained children of the archives (status ok or filtered, with a parameter count; seeds included)
 are pooled, one per program (code hash; a program trained in two runs keeps its first score). For
@@ -174,9 +175,9 @@ def head_factory(name: str) -> Callable[[], object]:
 
 @dataclass
 class Source:
-    """One archive read for the report."""
+    """One archive (or dataset file) read for the report."""
     path: Path
-    archive: object              # evo.archive.Archive
+    archive: object              # evo.archive.Archive; None for a dataset file (evo.dataset), which caches nothing
     writable: bool
     hashes: list                 # its trained programs' code hashes (all of them, also those pooled from elsewhere)
 
@@ -231,9 +232,16 @@ def open_archive(path: Path, cache: bool) -> tuple[object, bool]:
 def load_programs(paths: Sequence[Path], cache: bool) -> tuple[list[Source], list[Program]]:
     """Open the archives and pool their trained children, one per code hash, in archive then id order."""
     sources, pool = [], {}
+    from evo import dataset
     for path in paths:
-        archive, writable = open_archive(path, cache)
-        rows = trained_programs(archive)
+        if dataset.is_dataset(path):
+            try:
+                archive, writable, rows = None, False, dataset.trained(path)
+            except dataset.DatasetError as exc:
+                raise QualityError(str(exc)) from None
+        else:
+            archive, writable = open_archive(path, cache)
+            rows = trained_programs(archive)
         sources.append(Source(path, archive, writable, [r["code_hash"] for r in rows]))
         for r in rows:
             pool.setdefault(r["code_hash"], Program(r["code_hash"], r["code"], int(r["num_params"]),
@@ -277,7 +285,7 @@ def embed_programs(sources: Sequence[Source], programs: Sequence[Program], embed
     load_seconds = time.perf_counter() - t0
     vectors, held = {}, {}
     if cache:
-        for s in sources:
+        for s in (s for s in sources if s.archive is not None):
             try:
                 held[s.path] = s.archive.embeddings(name, s.hashes)
             except sqlite3.OperationalError:      # an archive older than the surrogate: no embeddings table
@@ -458,8 +466,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                     "held-out children vs the training-set size, next to baselines without an LM (a bag of "
                     "tokens of the source; the parameter count, as a reference).")
     p.add_argument("inputs", nargs="+", metavar="RUN",
-                   help="run folders (with archive.sqlite), archive files, globs, or sweep folders searched "
-                        "recursively; their trained children are pooled")
+                   help="run folders (with archive.sqlite), archive files, dataset files (python -m evo.dataset; "
+                        "their embeddings are not cached), globs, or sweep folders searched recursively; their "
+                        "trained children are pooled")
     p.add_argument("--target", default="log_fitness", help="what is predicted, comma-separated for several: "
                    "log_fitness (-log10(params x val error)) | val_accuracy (default log_fitness)")
     p.add_argument("--embedder", default="minilm", help="minilm (default: packaged all-MiniLM-L6-v2) | operator "
@@ -551,7 +560,8 @@ def report(args: argparse.Namespace) -> dict:
         return files
     finally:
         for s in sources:
-            s.archive.close()
+            if s.archive is not None:
+                s.archive.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
