@@ -1,0 +1,57 @@
+"""The COLE benchmark dataset: evaluated MNIST-1D children of our own searches, in one file.
+
+    python benchmarks/cole_dataset.py            # ~2.5 h on 2 CPU cores; resumes where it stopped
+
+Runs the searches of benchmarks/surrogate_efficiency.py (seeds 1-3, with and without the surrogate),
+then more searches without it (seeds 4, 5, ...) until the pooled runs hold at least --min-trained
+distinct trained children, and writes them with ``python -m evo.dataset`` to
+benchmarks/data/mnist1d_children.jsonl.gz: every program that was evaluated (trained, or failed a
+check in the sandbox), once, with its code, status, parameter count, validation and test accuracy and
+fitness. All runs share one protocol (benchmarks/surrogate_efficiency.py's PROTOCOL: the demo's
+operator settings, children trained 2000 steps), so their scores are comparable.
+
+Check a predictor on it without running anything:
+
+    python -m evo.surrogate_quality benchmarks/data/mnist1d_children.jsonl.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from surrogate_efficiency import REPO, ROOT, cole_overrides, none_overrides, run_search  # noqa: E402
+
+from evo import dataset  # noqa: E402
+
+OUT = REPO / "benchmarks" / "data" / "mnist1d_children.jsonl.gz"
+BENCHMARK_SEEDS = (1, 2, 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--min-trained", type=int, default=300, help="distinct trained children to collect (300)")
+    ap.add_argument("--max-seeds", type=int, default=30, help="give up after this many searches without the "
+                    "surrogate (30)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    ROOT.mkdir(parents=True, exist_ok=True)
+    none = [run_search(f"none_seed{s}", none_overrides(s)) for s in BENCHMARK_SEEDS]
+    cole = [run_search(f"cole_seed{s}", cole_overrides(s, [none[j] for j, o in enumerate(BENCHMARK_SEEDS) if o != s]))
+            for s in BENCHMARK_SEEDS]
+    seed = max(BENCHMARK_SEEDS) + 1
+    while True:
+        header, rows = dataset.build(none + cole, [str(p.relative_to(REPO)) for p in none + cole])
+        print(f"{header['trained']} trained children from {len(none) + len(cole)} searches", flush=True)
+        if header["trained"] >= args.min_trained or seed > args.max_seeds:
+            break
+        none.append(run_search(f"none_seed{seed}", none_overrides(seed)))
+        seed += 1
+    dataset.write(args.out, header, rows)
+    print(dataset.summary_text(header) + f"\nwritten: {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+
+
+if __name__ == "__main__":
+    main()
