@@ -52,6 +52,7 @@ def test_demo_preset_is_small(cfg_factory):
     cfg = cfg_factory("experiment=demo")
     assert cfg.search.rounds * cfg.search.prompts_per_round * cfg.crossmut.samples_per_prompt <= 64
     assert cfg.task.train_steps < 8000 and cfg.experiment_name == "demo"
+    assert cfg.sandbox.timeout_s <= 120   # one slow child must not hold a short demo up for 15 minutes
 
 
 @pytest.mark.parametrize("override, key", [
