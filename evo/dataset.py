@@ -53,13 +53,18 @@ def protocol(fingerprint: dict) -> dict:
     return {k: v for k, v in task.items() if k not in NOT_PROTOCOL}
 
 
+def open_run(path):
+    """A run folder's (or an archive file's) archive, read-only."""
+    from evo.archive import Archive
+    path = Path(path)
+    return Archive(path / "archive.sqlite" if path.is_dir() else path, readonly=True)
+
+
 def source_protocol(path) -> dict:
     """The training protocol of a dataset file, a run folder or an archive file."""
     if is_dataset(path):
         return read(path)[0]["protocol"]
-    from evo.archive import Archive
-    path = Path(path)
-    archive = Archive(path / "archive.sqlite" if path.is_dir() else path, readonly=True)
+    archive = open_run(path)
     try:
         stored = archive.get_meta("fingerprint")
     finally:
@@ -74,8 +79,7 @@ def protocol_difference(a: dict, b: dict) -> list[str]:
 
 
 def _run_rows(archive_path: Path, run: str) -> tuple[dict, list[dict]]:
-    from evo.archive import Archive
-    archive = Archive(archive_path, readonly=True)
+    archive = open_run(archive_path)
     try:
         stored = archive.get_meta("fingerprint")
         if stored is None:

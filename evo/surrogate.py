@@ -57,9 +57,7 @@ def read_trained(path) -> list[dict]:
     from evo import dataset
     if dataset.is_dataset(path):
         return dataset.trained(path)
-    from evo.archive import Archive
-    path = Path(path)
-    archive = Archive(path / "archive.sqlite" if path.is_dir() else path, readonly=True)
+    archive = dataset.open_run(path)
     try:
         return trained_programs(archive)
     finally:
