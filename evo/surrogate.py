@@ -284,11 +284,17 @@ class ColeSurrogate:
         head = self.make_head()
         head.fit(np.stack([vectors[h] for h in hashes]), y)
         pred = head.predict(np.stack([vectors[c.code_hash] for c in children]))
-        order = sorted(range(len(children)), key=lambda i: (-pred[i], children[i].id))
-        n_train = max(1, math.ceil(self.train_fraction * len(children)))
-        rest = order[n_train:]
-        explore = set(rng.sample(rest, min(len(rest), math.ceil(self.explore_fraction * len(children)))))
-        decision = {i: "train" for i in order[:n_train]}
-        decision.update({i: "explore" if i in explore else "skip" for i in rest})
+        decision = self.decide(pred, rng)
         self.seconds += time.time() - t0
         return [Screening(c.id, float(pred[i]), decision[i]) for i, c in enumerate(children)]
+
+    def decide(self, predicted: Sequence[float], rng: random.Random) -> list[str]:
+        """train for the predicted best ``train_fraction`` (ties: the earlier child first), explore for a
+        random ``explore_fraction`` of all drawn from the rest, skip for the others."""
+        order = sorted(range(len(predicted)), key=lambda i: (-predicted[i], i))
+        n_train = max(1, math.ceil(self.train_fraction * len(predicted)))
+        rest = order[n_train:]
+        explore = set(rng.sample(rest, min(len(rest), math.ceil(self.explore_fraction * len(predicted)))))
+        decision = {i: "train" for i in order[:n_train]}
+        decision.update({i: "explore" if i in explore else "skip" for i in rest})
+        return [decision[i] for i in range(len(predicted))]
