@@ -2,8 +2,8 @@
 
     python -m evo.dataset outputs/benchmarks/searches/* --out benchmarks/data/mnist1d_children.jsonl.gz
 
-A dataset is gzip-compressed JSON lines: a header line, then one line per program that went through
-FILTERANDEVAL's sandbox (trained, or failed there with a status: duplicates, children never evaluated
+A dataset is gzip-compressed JSON lines: a header line, then one line per program that FILTERANDEVAL
+judged (trained, or stopped by one of its checks, with the status; copies, children never evaluated
 and children the surrogate skipped are left out), once per code hash, first run first. Each line has
 the code and what its evaluation gave (status, parameter count, validation and test accuracy,
 fitness), plus where it came from (run, round, LM, temperature). It is what predictor results are
@@ -183,7 +183,10 @@ def summary_text(header: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evo.dataset", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+    p = argparse.ArgumentParser(prog="python -m evo.dataset", description="Write the evaluated children of some runs (trained, or stopped by a check, with its status; once per program) "
+                                "as one gzip JSON-lines file that python -m evo.surrogate_quality and "
+                                "surrogate.prior read like an archive. Runs trained under different task "
+                                "settings are refused.",
                                 epilog="Read one back: python -m evo.dataset --show FILE")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run folders, archive files, globs or sweep folders")
     p.add_argument("--out", type=Path, help="the dataset file to write (.jsonl.gz)")
