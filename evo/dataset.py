@@ -1,6 +1,6 @@
 """``python -m evo.dataset``: the evaluated children of some runs as one portable file.
 
-    python -m evo.dataset outputs/benchmarks/searches/* --out benchmarks/data/mnist1d_children.jsonl.gz
+    python -m evo.dataset outputs/benchmarks/surrogate_efficiency/* --out benchmarks/data/mnist1d_children.jsonl.gz
 
 A dataset is gzip-compressed JSON lines: a header line, then one line per program that FILTERANDEVAL
 judged (trained, or stopped by one of its checks, with the status; copies, children never evaluated
