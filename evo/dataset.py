@@ -13,7 +13,7 @@ read it like an archive.
 The header records the task and its training protocol (train steps, batch size, learning rate, data
 and seed settings, from each run's stored settings). A score means something only under one protocol,
 so runs that trained their children differently are refused, naming the keys that differ. The file is
-byte-for-byte reproducible from the same runs (sorted rows, no gzip timestamp).
+byte-for-byte reproducible from the same runs (rows in run then child order, no gzip timestamp).
 """
 
 from __future__ import annotations
@@ -60,18 +60,23 @@ def open_run(path):
     return Archive(path / "archive.sqlite" if path.is_dir() else path, readonly=True)
 
 
+def _settings(archive, path) -> dict:
+    """A run's stored settings (evo.run keeps them in archive meta ``fingerprint``)."""
+    stored = archive.get_meta("fingerprint")
+    if stored is None:
+        raise DatasetError(f"{path} has no stored settings (meta 'fingerprint'): not a run's archive")
+    return json.loads(stored)
+
+
 def source_protocol(path) -> dict:
     """The training protocol of a dataset file, a run folder or an archive file."""
     if is_dataset(path):
         return read(path)[0]["protocol"]
     archive = open_run(path)
     try:
-        stored = archive.get_meta("fingerprint")
+        return protocol(_settings(archive, path))
     finally:
         archive.close()
-    if stored is None:
-        raise DatasetError(f"{path} has no stored settings (meta 'fingerprint'): not a run's archive")
-    return protocol(json.loads(stored))
 
 
 def protocol_difference(a: dict, b: dict) -> list[str]:
@@ -81,10 +86,7 @@ def protocol_difference(a: dict, b: dict) -> list[str]:
 def _run_rows(archive_path: Path, run: str) -> tuple[dict, list[dict]]:
     archive = open_run(archive_path)
     try:
-        stored = archive.get_meta("fingerprint")
-        if stored is None:
-            raise DatasetError(f"{archive_path} has no stored settings (meta 'fingerprint'): not a run's archive")
-        fp = json.loads(stored)
+        fp = _settings(archive, archive_path)
         marks = ",".join("?" * len(EVALUATED))
         rows = archive.query(
             f"SELECT id AS child_id, round, code, code_hash, status, reason, num_params, val_accuracy, test_accuracy, "
@@ -183,11 +185,11 @@ def summary_text(header: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evo.dataset", description="Write the evaluated children of some runs (trained, or stopped by a check, with its status; once per program) "
-                                "as one gzip JSON-lines file that python -m evo.surrogate_quality and "
-                                "surrogate.prior read like an archive. Runs trained under different task "
-                                "settings are refused.",
-                                epilog="Read one back: python -m evo.dataset --show FILE")
+    p = argparse.ArgumentParser(
+        prog="python -m evo.dataset", epilog="Read one back: python -m evo.dataset --show FILE",
+        description="Write the evaluated children of some runs (trained, or stopped by a check, with its status; "
+                    "once per program) as one gzip JSON-lines file that python -m evo.surrogate_quality and "
+                    "surrogate.prior read like an archive. Runs trained under different task settings are refused.")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run folders, archive files, globs or sweep folders")
     p.add_argument("--out", type=Path, help="the dataset file to write (.jsonl.gz)")
     p.add_argument("--show", type=Path, metavar="FILE", help="print what a dataset file holds")
