@@ -12,7 +12,7 @@ static checks reject, which the surrogate never sees) is the proposal stream, ``
     none      trains every proposal. Its target is the best fitness among the first
               ``--rounds`` rounds' proposals (its whole budget); trainings to target are counted
               as in the real benchmark (children that reached training, in order).
-    cole      the search's surrogate (evo.surrogate: MiniLM embeddings, ridge head on log fitness,
+    cole      the search's surrogate (evo.surrogate: MiniLM or --embedder operator, ridge head on log fitness,
               refitted each round; trains the predicted best half + a random 10%) on the same
               stream, starting from the four seeds (cold) or also from every dataset child outside
               this replay's budget (warm, as surrogate.prior would).
@@ -20,9 +20,10 @@ static checks reject, which the surrogate never sees) is the proposal stream, ``
 
 Each screened run is scored two ways: within the same budget of proposals (reached or not, and the
 trainings it took), and with the stream continued until it reaches the target (trainings, and the
-extra proposals it needed). Results: benchmarks/results/surrogate_replay.json.
+proposals it needed). Results: benchmarks/results/surrogate_replay_<embedder>.json.
 
     python benchmarks/surrogate_replay.py                     # 200 replays, ~2 min after embedding
+    python benchmarks/surrogate_replay.py --embedder operator          # Gemma-3-270M's hidden states
     python benchmarks/surrogate_replay.py --rounds 10 --per-round 16
 """
 
@@ -41,19 +42,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from evo import dataset, outcome  # noqa: E402
-from evo.surrogate import ColeSurrogate, MiniLMEmbedder, ridge_head, target_value  # noqa: E402
+from evo.surrogate import ColeSurrogate, ridge_head, target_value  # noqa: E402
 
 TRAINED = ("ok", "filtered", "nan", "timeout", "memory", "crashed")   # as benchmarks/surrogate_efficiency.py
 STATIC = (outcome.SYNTAX_ERROR, outcome.FORBIDDEN)
 
 
-def embeddings(rows: list[dict], cache: Path) -> dict[str, np.ndarray]:
-    """MiniLM vectors by code hash, cached in ``cache`` (.npz) between runs of this benchmark."""
+def embeddings(rows: list[dict], embedder_name: str, lm_model: str) -> dict[str, np.ndarray]:
+    """Vectors by code hash, cached per embedder in outputs/benchmarks/surrogate_replay/ between runs."""
+    from evo.surrogate_quality import make_embedder
+    cache = REPO / "outputs" / "benchmarks" / "surrogate_replay" / f"{embedder_name}.npz"
     held = dict(np.load(cache)) if cache.exists() else {}
     missing = [r for r in rows if r["code_hash"] not in held]
     if missing:
-        print(f"embedding {len(missing)} programs with MiniLM ...", flush=True)
-        held.update(zip((r["code_hash"] for r in missing), MiniLMEmbedder().embed([r["code"] for r in missing])))
+        print(f"embedding {len(missing)} programs ({embedder_name}) ...", flush=True)
+        embedder = make_embedder(embedder_name, lm_model)
+        held.update(zip((r["code_hash"] for r in missing), embedder.embed([r["code"] for r in missing])))
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **held)
     return held
@@ -150,11 +154,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="rounds of the budget (6, as the real benchmark)")
     ap.add_argument("--per-round", type=int, default=8,
                     help="proposals a round that pass the static checks and are new (8: what 16 samples give here)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "surrogate_replay.json")
+    ap.add_argument("--embedder", choices=("minilm", "operator"), default="minilm",
+                    help="minilm (surrogate/embedder=minilm) or operator (the LM's mean hidden state, --lm-model)")
+    ap.add_argument("--lm-model", default="packaged:gemma3-270m", help="for --embedder operator (Gemma-3-270M)")
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results/surrogate_replay_<embedder>.json")
     args = ap.parse_args()
+    args.out = args.out or REPO / "benchmarks" / "results" / f"surrogate_replay_{args.embedder}.json"
     header, rows = dataset.read(args.dataset)
-    vectors = embeddings([r for r in rows if r["status"] not in STATIC],
-                         REPO / "outputs" / "benchmarks" / "surrogate_replay" / "minilm.npz")
+    vectors = embeddings([r for r in rows if r["status"] not in STATIC], args.embedder, args.lm_model)
     t0 = time.time()
     results = {}
     for prior in ("cold", "warm"):
@@ -163,7 +170,8 @@ def main() -> None:
     payload = {"dataset": str(args.dataset.relative_to(REPO)) if args.dataset.is_relative_to(REPO) else str(args.dataset),
                "dataset_children": header["children"], "dataset_trained": header["trained"],
                "rounds": args.rounds, "per_round": args.per_round, "budget": args.rounds * args.per_round,
-               "surrogate": "MiniLM + ridge on log_fitness, train_fraction 0.5, explore_fraction 0.1, min_history 10",
+               "embedder": args.embedder if args.embedder == "minilm" else f"operator ({args.lm_model}, mean pooling)",
+               "surrogate": "ridge head on log_fitness, train_fraction 0.5, explore_fraction 0.1, min_history 10",
                "goal_saving": 0.34, "seconds": round(time.time() - t0, 1), "python": platform.python_version(),
                "date": time.strftime("%Y-%m-%d"), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
