@@ -87,9 +87,11 @@ class LocalEvaluator:
         if self._pool is None:
             return
         if abort:
-            from evo.sandbox import kill_running
+            from evo.sandbox import allow_new, kill_running
             self._pool.shutdown(wait=False, cancel_futures=True)
-            kill_running()
+            kill_running()   # also the children a worker is starting right now, once they exist
+            self._pool.shutdown(wait=True)
+            allow_new()
         self._pool.shutdown(wait=True)
         self._pool = None
 

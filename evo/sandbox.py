@@ -71,6 +71,10 @@ log = logging.getLogger(__name__)
 # search is interrupted (Ctrl-C, a SLURM preemption) instead of waiting for them to finish.
 _RUNNING: dict[int, tuple[subprocess.Popen, "_Cgroup | None"]] = {}
 _RUNNING_LOCK = threading.Lock()
+# Set by kill_running until allow_new: a child that a worker thread was still starting when the search
+# was interrupted is killed as soon as it exists, instead of training to its end while the search
+# waits for that thread to return.
+_REFUSING = False
 
 LOG_TAIL_CHARS = 2000
 MAX_RESULT_BYTES = 16 << 20  # what the parent keeps of the result channel (the last part)
@@ -458,6 +462,9 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
                                     start_new_session=True)
         with _RUNNING_LOCK:
             _RUNNING[proc.pid] = (proc, cgroup)
+            refused = _REFUSING
+        if refused:
+            _kill_tree(proc, cgroup)
         os.close(write_fd)
         write_fd = -1
         channel, timed_out = _talk(proc, spec_bytes, read_fd, start + limits.timeout_s)
@@ -494,13 +501,23 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
 
 
 def kill_running() -> int:
-    """Kill every sandboxed child of this process now (their callers then return a failure, which
-    an interrupted search does not record). Returns how many there were."""
+    """Kill every sandboxed child of this process now, and every child started from now until
+    ``allow_new()`` as soon as it starts (their callers then return a failure, which an interrupted
+    search does not record). Returns how many were running."""
+    global _REFUSING
     with _RUNNING_LOCK:
+        _REFUSING = True
         running = list(_RUNNING.values())
     for proc, cgroup in running:
         _kill_tree(proc, cgroup)
     return len(running)
+
+
+def allow_new() -> None:
+    """Undo ``kill_running``'s refusal: children may run again (once the interrupted ones are done)."""
+    global _REFUSING
+    with _RUNNING_LOCK:
+        _REFUSING = False
 
 
 def _rmtree(path: str) -> None:

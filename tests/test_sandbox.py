@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 from evo import outcome
-from evo.sandbox import (SandboxLimits, SandboxResult, _bwrap_usable, _cgroup_usable,
-                         describe_isolation, run_in_sandbox)
+from evo.sandbox import (SandboxLimits, SandboxResult, _bwrap_usable, _cgroup_usable, allow_new,
+                         describe_isolation, kill_running, run_in_sandbox)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 BWRAP_OK, BWRAP_WHY = _bwrap_usable()
@@ -107,6 +107,19 @@ def test_infinite_loop_times_out(isolation):
     assert res.status == outcome.TIMEOUT
     assert "wall-clock limit of 1.5 s" in res.reason
     assert time.monotonic() - t0 < 1.5 + 3.0
+
+
+def test_a_child_started_after_kill_running_is_killed_at_once():
+    """An interrupted search kills its children; one a worker thread was still starting then must
+    not train to its end while the search waits for that thread."""
+    kill_running()
+    try:
+        t0 = time.monotonic()
+        res = run("spin", timeout_s=60)
+        assert res.status != outcome.OK and time.monotonic() - t0 < 20
+    finally:
+        allow_new()
+    assert run("echo", {"x": 1}).status == outcome.OK   # after allow_new children run again
 
 
 def test_sleeping_child_times_out_too():
