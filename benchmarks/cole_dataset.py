@@ -34,7 +34,7 @@ OUT = REPO / "benchmarks" / "data" / "mnist1d_children.jsonl.gz"
 BENCHMARK_SEEDS = (1, 2, 3)
 FIRST_ROUND = ["search.rounds=1", "search.prompts_per_round=8", "crossmut.samples_per_prompt=16"]
 FIRST_ROUND_SEED = 11
-FIRST_ROUND_RUNS = 6
+FIRST_ROUND_RUNS = 5
 
 
 def main() -> None:

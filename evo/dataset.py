@@ -121,7 +121,8 @@ def build(run_dirs: Sequence[Path], names: Optional[Sequence[str]] = None) -> tu
         new = [r for r in run_rows if r["code_hash"] not in seen]
         seen.update(r["code_hash"] for r in new)
         rows += new
-        sources.append({"run": name, "seed": fp.get("seed"), "lm": fp.get("lm.model"),
+        lm = fp.get("lm") if isinstance(fp.get("lm"), dict) else {"model": fp.get("lm.model")}   # older runs: lm.model
+        sources.append({"run": name, "seed": fp.get("seed"), "lm": lm.get("model"),
                         "evaluated": len(run_rows), "new": len(new)})
     counts = Counter(r["status"] for r in rows)
     header = {"format": FORMAT, "task": first_protocol.get("name"), "protocol": first_protocol,
