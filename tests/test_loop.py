@@ -110,9 +110,12 @@ def test_ctrl_c_stops_running_children_and_records_none_of_them(tiny_lm_dir, tmp
     seeds.mkdir()
     (seeds / "mlp.py").write_text((REPO / "seeds" / "mnist1d" / "mlp.py").read_text())
     run_dir = tmp_path / "run"
+    # As from a terminal: a shell's background job (nohup ... &, some CI runners) starts with SIGINT
+    # ignored, which Python then keeps, and Ctrl-C would not reach the search at all.
     proc = subprocess.Popen(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache", f"task.seeds_dir={seeds}",
                                        "task.train_steps=1000000", "sandbox.timeout_s=3600"),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:   # wait until the seed is in training
         time.sleep(0.5)
