@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from surrogate_efficiency import REPO, ROOT, cole_overrides, none_overrides, run_search  # noqa: E402
+from surrogate_efficiency import REPO, ROOT, cole_overrides, leave_one_out, none_overrides, run_search  # noqa: E402
 
 from evo import dataset  # noqa: E402
 
@@ -44,12 +44,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     ROOT.mkdir(parents=True, exist_ok=True)
-    none = [run_search(f"none_seed{s}", none_overrides(s)) for s in BENCHMARK_SEEDS]
-    cole = [run_search(f"cole_seed{s}", cole_overrides(s, [none[j] for j, o in enumerate(BENCHMARK_SEEDS) if o != s]))
-            for s in BENCHMARK_SEEDS]
+    none = {s: run_search(f"none_seed{s}", none_overrides(s)) for s in BENCHMARK_SEEDS}
+    cole = {s: run_search(f"cole_seed{s}", cole_overrides(s, leave_one_out(none, s))) for s in BENCHMARK_SEEDS}
     first = [run_search(f"first_round_seed{seed}", FIRST_ROUND + [f"seed={seed}"])
              for seed in range(FIRST_ROUND_SEED, FIRST_ROUND_SEED + args.first_round_runs)]
-    runs = none + cole + first
+    runs = [*none.values(), *cole.values(), *first]
     header, rows = dataset.build(runs, [str(p.relative_to(REPO)) for p in runs])
     dataset.write(args.out, header, rows)
     print(dataset.summary_text(header) + f"\nwritten: {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")

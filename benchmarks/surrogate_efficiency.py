@@ -72,6 +72,11 @@ def cole_overrides(seed: int, prior: list[Path]) -> list[str]:
     return [f"seed={seed}", "surrogate=cole", f"surrogate.prior=[{listed}]"]
 
 
+def leave_one_out(none_runs: dict[int, Path], seed: int) -> list[Path]:
+    """The prior of seed's cole run: the no-surrogate runs of the other seeds."""
+    return [run for s, run in none_runs.items() if s != seed]
+
+
 def _db(run_dir: Path) -> sqlite3.Connection:
     db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
@@ -92,9 +97,10 @@ def trained_in_order(run_dir: Path) -> list[sqlite3.Row]:
                           f"status IN ({marks}) ORDER BY evaluated_at, id", TRAINED).fetchall()
 
 
-def trainings_to_reach(run_dir: Path, target: float):
-    """How many trainings the run needed until a child reached ``target`` fitness (None: never)."""
-    for i, row in enumerate(trained_in_order(run_dir), 1):
+def trainings_to_reach(trained: list[sqlite3.Row], target: float):
+    """How many of ``trained`` (trained_in_order) it took until a child reached ``target`` fitness
+    (None: never)."""
+    for i, row in enumerate(trained, 1):
         if row["status"] == "ok" and row["fitness"] is not None and row["fitness"] >= target:
             return i
     return None
@@ -115,7 +121,7 @@ def run_summary(run_dir: Path, target: float) -> dict:
     return {"run_dir": str(run_dir.relative_to(REPO)), "samples": samples, "trained": len(trained),
             "trained_to_the_end": sum(r["status"] in ("ok", "filtered") for r in trained), "skipped": skipped,
             "sandbox_runs": sandbox_runs,
-            "best_fitness": best_fitness(run_dir), "trainings_to_target": trainings_to_reach(run_dir, target),
+            "best_fitness": best_fitness(run_dir), "trainings_to_target": trainings_to_reach(trained, target),
             "train_seconds_per_child": (sum(r["eval_seconds"] or 0 for r in trained) / len(trained)) if trained else None,
             "surrogate_rounds_ranked": len(ranked), "surrogate_children_screened": screened,
             "surrogate_seconds": sum(s.get("seconds", 0.0) for s in screens),
@@ -136,7 +142,7 @@ def main() -> None:
     suffix = "" if args.prior == "loo" else "_cold"
     cole = {}
     for s in args.seeds:
-        prior = [none[o] for o in args.seeds if o != s] if args.prior == "loo" else []
+        prior = leave_one_out(none, s) if args.prior == "loo" else []
         cole[s] = run_search(f"cole{suffix}_seed{s}", cole_overrides(s, prior))
     per_seed = []
     for s in args.seeds:

@@ -71,7 +71,7 @@ def _settings(archive, path) -> dict:
 def source_protocol(path) -> dict:
     """The training protocol of a dataset file, a run folder or an archive file."""
     if is_dataset(path):
-        return read(path)[0]["protocol"]
+        return read(path, header_only=True)[0]["protocol"]
     archive = open_run(path)
     try:
         return protocol(_settings(archive, path))
@@ -152,8 +152,8 @@ def write(path: Path, header: dict, rows: Sequence[dict]) -> None:
     tmp.replace(path)
 
 
-def read(path) -> tuple[dict, list[dict]]:
-    """(header, rows) of a dataset file."""
+def read(path, header_only: bool = False) -> tuple[dict, list[dict]]:
+    """(header, rows) of a dataset file; ``header_only``: no rows are parsed (the config check at start-up)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"no dataset file at {path}")
@@ -161,7 +161,7 @@ def read(path) -> tuple[dict, list[dict]]:
     try:
         with opener(path, "rt") as f:
             header = json.loads(f.readline())
-            rows = [json.loads(line) for line in f if line.strip()]
+            rows = [] if header_only else [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{path} cannot be read as a dataset ({FORMAT}): {exc}") from None
     if header.get("format") != FORMAT:

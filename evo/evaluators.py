@@ -86,13 +86,13 @@ class LocalEvaluator:
         """Wait for the running children, or (abort) kill them and drop what has not started."""
         if self._pool is None:
             return
+        from evo.sandbox import allow_new, kill_running
         if abort:
-            from evo.sandbox import allow_new, kill_running
             self._pool.shutdown(wait=False, cancel_futures=True)
             kill_running()   # also the children a worker is starting right now, once they exist
-            self._pool.shutdown(wait=True)
-            allow_new()
         self._pool.shutdown(wait=True)
+        if abort:
+            allow_new()
         self._pool = None
 
 
