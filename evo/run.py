@@ -129,6 +129,13 @@ def build_search(cfg: DictConfig, archive, on_round=None):
     return search
 
 
+def _after_round(tracker, archive, run_dir: Path, t: int) -> None:
+    """After each finished round (-1: the seeds): the logger, and lineage.html redrawn in the run folder."""
+    from evo.lineage import write_lineage_safely
+    tracker.log_round(archive, t)
+    write_lineage_safely(archive, run_dir)
+
+
 def run(cfg: DictConfig) -> float:
     """Build every component from the config, run Algorithm 1, report. Returns the best fitness."""
     from evo.archive import Archive
@@ -141,14 +148,21 @@ def run(cfg: DictConfig) -> float:
     resumed = _check_resume(archive, cfg)
     _record_start(archive, cfg, resumed)
     print(f"Run folder: {run_dir}" + ("  (resuming)" if resumed else ""), flush=True)
-    tracker.start(cfg, run_dir, archive, resumed)
-    build_search(cfg, archive, on_round=lambda t: tracker.log_round(archive, t)).run()
-    summary = write_report(archive, run_dir, survivors=cfg.selection.survivors)
-    tracker.finish(archive, run_dir, summary)
+    try:
+        tracker.start(cfg, run_dir, archive, resumed)
+        build_search(cfg, archive, on_round=lambda t: _after_round(tracker, archive, run_dir, t)).run()
+        summary = write_report(archive, run_dir, survivors=cfg.selection.survivors)
+        tracker.finish(archive, run_dir, summary)
+    except BaseException:
+        # an error or an interrupt (Ctrl-C, preemption): the tracked run is closed as failed, so a --multirun's
+        # next job starts clean; the archive already holds every finished step and the run resumes from it
+        tracker.abort()
+        raise
+    finally:
+        archive.close()
     print(summary["text"], flush=True)
     print(f"\nRun folder: {run_dir}\n  archive: {run_dir / 'archive.sqlite'}\n  summary: {run_dir / 'summary.md'}"
           f"\n  Pareto plot: {run_dir / 'pareto.png'}", flush=True)
-    archive.close()
     return summary["best_fitness"] if summary["best_fitness"] is not None else float("-inf")
 
 

@@ -43,6 +43,9 @@ class NoLogger:
     def finish(self, archive: Archive, run_dir: Path, summary: dict) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 MODES = ("auto", "online", "offline", "disabled")
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
@@ -199,6 +202,23 @@ class WandbLogger:
         finally:
             self._run = None
             try:   # stop the wandb service, so a next run in this process starts one with its own folders
+                self._wandb.teardown()
+            except Exception:
+                pass
+            self._restore_env()
+
+    def abort(self) -> None:
+        """The search raised or was interrupted: close the W&B run as failed (exit code 1); the rounds
+        already logged stay, and a resumed run logs the rest into the same W&B run."""
+        if self._run is None:
+            return
+        try:
+            self._run.finish(exit_code=1)
+        except Exception as exc:
+            log.warning("W&B: could not close the run (%s: %s)", type(exc).__name__, exc)
+        finally:
+            self._run = None
+            try:
                 self._wandb.teardown()
             except Exception:
                 pass

@@ -393,3 +393,34 @@ def test_multirun_group_is_the_sweep_folder(cfg_factory):
     finally:
         HydraConfig.instance().cfg = None
     assert not HydraConfig.initialized()
+
+
+def test_a_search_that_raises_closes_its_wandb_run_as_failed(cfg_factory, tmp_path, wandb_env, tiny_lm_dir):
+    """The LM folder has a config but no weights: the pre-compute check passes, the search raises when it
+    loads the LM after scoring the seeds. The W&B run is closed with exit code 1 (not left open for the next
+    --multirun job), and the archive is closed with the seeds' results in it."""
+    import shutil
+
+    from hydra.errors import InstantiationException
+
+    from evo.run import run
+
+    broken = tmp_path / "lm_without_weights"
+    shutil.copytree(tiny_lm_dir, broken)
+    for weights in [*broken.glob("*.safetensors"), *broken.glob("*.bin")]:
+        weights.unlink()
+    cfg = cfg_factory("logger=wandb", "logger.mode=offline", "lm=hf", f"lm.model={broken}", "search.rounds=1",
+                      "search.prompts_per_round=1", "crossmut.samples_per_prompt=1", "task.train_steps=20",
+                      "task.eval_every=10", "progress=false")
+    with pytest.raises(InstantiationException, match="Could not load the model"):
+        run(cfg)
+    run_dir = Path(cfg.run_dir)
+    [offline] = offline_runs(run_dir)
+    run_id = offline.name.rsplit("-", 1)[1]
+    exits = of_type(wandb_records(offline / f"run-{run_id}.wandb"), "exit")
+    assert [e.exit_code for e in exits] == [1]
+    db = sqlite3.connect(run_dir / "archive.sqlite")   # closed by run(): no WAL left for another writer
+    seeds = db.execute("SELECT COUNT(*) FROM children WHERE round = -1 AND status IS NOT NULL").fetchone()[0]
+    db.close()
+    assert seeds == 4
+    assert not (run_dir / "archive.sqlite-wal").exists()
