@@ -1,5 +1,5 @@
-"""What a person reads after a run: per-round table, the best programs, the Pareto plot, and the
-soft prompt's loss curves.
+"""What a person reads after a run: per-round table, the best programs, the Pareto plot, the
+soft prompt's loss curves, and lineage.html (the evolution tree explorer, evo/lineage).
 
 Everything is computed from the archive alone, so it can be redrawn for any run folder:
 ``python -m evo.report outputs/mnist1d/demo/<timestamp>``.
@@ -227,6 +227,8 @@ def write_report(archive: Archive, run_dir: Path, survivors: int = 10) -> dict:
     pareto_plot(archive, run_dir / "pareto.png")
     if tuning:
         tuning_plot(tuning, run_dir / "soft_prompt.png")
+    from evo.lineage import write_lineage_safely
+    write_lineage_safely(archive, run_dir)   # lineage.html: the tree explorer (evo/lineage)
     return summary
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from evo.lineage import main
+
+sys.exit(main())
