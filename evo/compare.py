@@ -22,7 +22,9 @@ Written into ``--out`` (default ``outputs/compare/<timestamp>``):
   95% bootstrap band (see :func:`variant_curve` for how runs of different lengths are combined);
 * ``table.md`` / ``table.json``: per variant runs, children, scored children, best fitness and
   hypervolume (mean and 95% bootstrap CI over seeds); also printed;
-* ``runs.csv``: one line per run.
+* ``runs.csv``: one line per run;
+* ``sweep.html`` (with ``--html``): the variants' fronts and best-so-far curves side by side in one
+  offline page, each run linking to its own ``lineage.html`` (evo/lineage).
 
 Hypervolume is :func:`evo.report.run_hypervolume` in (num_params, test error) space with ONE
 reference point for every run compared: the largest :func:`evo.report.hypervolume_ref` of them.
@@ -94,6 +96,28 @@ class Run:
     def best_fitness(self) -> Optional[float]:
         fits = [c["fitness"] for c in self.scored if c["fitness"] is not None]
         return max(fits) if fits else None
+
+    @property
+    def new_working(self) -> int:
+        """Children of the search that trained (ok or filtered). A duplicate is never trained again,
+        so each of these is new and distinct (as in evo.report.round_stats)."""
+        return sum(1 for c in self.children if c["status"] in outcome.WORKING)
+
+    @property
+    def best_seed_fitness(self) -> Optional[float]:
+        """The fittest human design the run started from (round -1, scored)."""
+        fits = [s["fitness"] for s in self.seeds if s["status"] == outcome.OK and s["fitness"] is not None]
+        return max(fits) if fits else None
+
+    @property
+    def budget(self) -> Optional[int]:
+        """LM samples the run's config asks for: T x m x n (naive few-shot: 1 x m x nT, the same)."""
+        try:
+            return int(config_value(self.config, "search.rounds")) * int(
+                config_value(self.config, "search.prompts_per_round")) * int(
+                config_value(self.config, "crossmut.samples_per_prompt"))
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 # ---------------------------------------------------------------- finding and reading runs
@@ -255,6 +279,106 @@ def check_same_task(runs: Sequence[Run]) -> None:
         raise CompareError(f"the runs are of different tasks ({which}); compare runs of one task at a time")
 
 
+# Settings that must be equal for a comparison of search variants to be fair: what a child is trained
+# and scored under, and how many LM samples a run gets. Everything else may be what varies.
+_PROTOCOL_SECTIONS = ("task",)                       # every key of these (but the operator's banned words)
+_PROTOCOL_KEYS = ("search.alpha", "sandbox.timeout_s", "sandbox.memory_mb", "sandbox.cpu_s")
+_NOT_PROTOCOL = ("task.banned_words",)
+BUDGET = "budget (search.rounds x search.prompts_per_round x crossmut.samples_per_prompt)"
+
+
+def _flatten(node, prefix: str) -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: json.dumps(node, sort_keys=True)}
+
+
+def protocol(run: Run) -> dict:
+    """The run's protocol settings, flattened to ``key -> JSON value`` (missing keys left out)."""
+    out = {}
+    for section in _PROTOCOL_SECTIONS:
+        if isinstance(run.config.get(section), dict):
+            out.update(_flatten(run.config[section], section))
+    for key in _PROTOCOL_KEYS:
+        try:
+            out[key] = json.dumps(config_value(run.config, key), sort_keys=True)
+        except KeyError:
+            pass
+    for key in [k for k in out if k.startswith(_NOT_PROTOCOL)]:
+        del out[key]
+    if run.budget is not None:
+        out[BUDGET] = str(run.budget)
+    return out
+
+
+def protocol_differences(runs: Sequence[Run]) -> dict[str, dict[str, list[str]]]:
+    """Protocol keys on which the runs disagree: key -> {value -> folders}. A key that some runs lack
+    (an older archive) counts as a difference only among the runs that have it."""
+    settings = [protocol(r) for r in runs]
+    keys = sorted({k for s in settings for k in s})
+    out = {}
+    for key in keys:
+        values: dict[str, list[str]] = {}
+        for run, s in zip(runs, settings):
+            if key in s:
+                values.setdefault(s[key], []).append(str(run.folder))
+        if len(values) > 1:
+            out[key] = values
+    return out
+
+
+def check_same_protocol(runs: Sequence[Run], allow: bool) -> dict[str, dict[str, list[str]]]:
+    """Refuse runs trained under different settings or budgets (CompareError naming the keys); with
+    ``allow``, warn and return the differences so the table can flag them."""
+    diff = protocol_differences(runs)
+    if not diff:
+        return {}
+    lines = []
+    for key, values in diff.items():
+        shown = "; ".join(f"{v} in {len(f)} run(s), e.g. {f[0]}" for v, f in values.items())
+        lines.append(f"{key}: {shown}")
+    message = ("the runs were made under different protocols, so their variants are not comparable: "
+               + " | ".join(lines))
+    if not allow:
+        raise CompareError(message + ". Compare runs of one protocol (same task settings, sandbox limits, alpha "
+                           "and sample budget), or pass --allow-protocol-mismatch to compare anyway with the "
+                           "differing keys flagged in the table")
+    warn(message)
+    return diff
+
+
+def drop_twins(variants: dict[str, list[Run]]) -> list[dict]:
+    """Runs of one variant with the same seed are one replicate, not two (a run and its resumed or
+    copied twin): keep the one with the most children of the search (the first on a tie), drop the
+    rest from ``variants`` in place, and return one record per set of twins (also warned)."""
+    twins = []
+    for label, runs in variants.items():
+        by_seed: dict = {}
+        for run in runs:
+            by_seed.setdefault(json.dumps(run.seed), []).append(run)
+        kept = []
+        for seed_key, same in by_seed.items():
+            keep = max(same, key=lambda r: len(r.children))   # max keeps the first of equals
+            kept.append(keep)
+            if len(same) > 1:
+                dropped = [r for r in same if r is not keep]
+                twins.append({"variant": label, "seed": keep.seed, "kept": str(keep.folder),
+                              "dropped": [str(r.folder) for r in dropped]})
+                warn(f"variant {label!r}: {len(same)} runs with seed {keep.seed} ({', '.join(str(r.folder) for r in same)}) "
+                     f"are one replicate (a resumed or copied run), not {len(same)}: counted once, as {keep.folder}")
+        runs[:] = [r for r in runs if any(r is k for k in kept)]
+    return twins
+
+
+def incomplete_runs(runs: Sequence[Run]) -> list[Run]:
+    """Runs with fewer children of the search than their sample budget (stopped part-way)."""
+    return [r for r in runs if (r.budget is not None and len(r.children) < r.budget)
+            or any(c["status"] == outcome.PENDING for c in r.children)]
+
+
 # ---------------------------------------------------------------- statistics
 
 def best_so_far_curve(fitnesses: Sequence[Optional[float]]) -> np.ndarray:
@@ -334,9 +458,14 @@ def common_ref(runs: Sequence[Run]) -> tuple[float, float]:
 
 
 def run_row(run: Run, ref: tuple[float, float]) -> dict:
+    best, best_seed = run.best_fitness, run.best_seed_fitness
     return {"folder": str(run.folder), "variant": run.variant, "seed": run.seed, "task": run.task,
-            "children": len(run.children), "scored": len(run.scored), "best_fitness": run.best_fitness,
-            "hypervolume": run_hypervolume(run.archive, error="test", ref=ref)}
+            "children": len(run.children), "scored": len(run.scored), "best_fitness": best,
+            "hypervolume": run_hypervolume(run.archive, error="test", ref=ref),
+            "new_working": run.new_working,
+            "new_working_per_sample": run.new_working / len(run.children) if run.children else None,
+            "best_seed_fitness": best_seed,
+            "beats_best_seed": None if best is None or best_seed is None else bool(best > best_seed)}
 
 
 def summarise(variants: dict[str, list[Run]], ref: tuple[float, float], n: int, seed: int) -> list[dict]:
@@ -351,14 +480,96 @@ def summarise(variants: dict[str, list[Run]], ref: tuple[float, float], n: int, 
             "scored_mean": float(np.mean([r["scored"] for r in per_run])),
             "best_fitness": _stat([r["best_fitness"] for r in per_run if r["best_fitness"] is not None], n, seed),
             "hypervolume": _stat([r["hypervolume"] for r in per_run], n, seed),
+            "new_working_per_sample": _stat([r["new_working_per_sample"] for r in per_run
+                                             if r["new_working_per_sample"] is not None], n, seed),
+            "beat_best_seed": sum(1 for r in per_run if r["beats_best_seed"]),
             "run_rows": per_run,
         })
     return rows
 
 
+# The metrics of the paired tests: per-run values, higher is better in each.
+PAIRED_METRICS = ("best_fitness", "hypervolume", "new_working_per_sample")
+ALPHA = 0.05   # the level at which a paired test is said to separate two variants
+
+
+def baseline_variant(variants: dict[str, list[Run]], label: Optional[str]) -> str:
+    """The variant every other is tested against: ``label``, else the one whose runs are all full
+    EvoPrompting (ablation.name = none), else the first."""
+    if label is not None:
+        if label not in variants:
+            raise CompareError(f"--baseline {label!r} is not a variant; the variants are: {', '.join(variants)}")
+        return label
+    for name, runs in variants.items():
+        if all(_default_of(r, "ablation") == "none" for r in runs):
+            return name
+    return next(iter(variants))
+
+
+def paired_test(a: dict, b: dict, n: int, seed: int) -> dict:
+    """Paired comparison of two variants over the seeds both have: ``a``, ``b`` map seed -> value.
+
+    p: two-sided sign-flip permutation test of the mean paired difference (scipy.stats.permutation_test,
+    permutation_type="samples": each pair's two values swapped or not; exact, all 2^n flips, up to 13
+    pairs). Effect: the mean difference a - b with a 95% percentile bootstrap CI over pairs, and
+    Cohen's d_z (mean / sd of the differences; None when they do not vary)."""
+    from scipy import stats
+
+    seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
+    x = np.array([a[s] for s in seeds], dtype=float)
+    y = np.array([b[s] for s in seeds], dtype=float)
+    d = x - y
+    out = {"pairs": len(seeds), "seeds": [json.loads(s) for s in seeds], "differences": d.tolist(),
+           "mean_difference": float(d.mean()) if len(d) else None, "ci": None, "d_z": None, "p": None,
+           "min_p": None, "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "exact": None}
+    if len(d) < 2:
+        return out
+    exact = 2 ** len(d) <= 9999
+    res = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
+                                 permutation_type="samples", alternative="two-sided", n_resamples=9999,
+                                 random_state=np.random.default_rng(seed))
+    sd = float(d.std(ddof=1))
+    out.update(p=float(res.pvalue), exact=exact, min_p=min(1.0, 2.0 / 2 ** len(d)) if exact else None,
+               ci=list(bootstrap_ci(d, n, np.random.default_rng(seed))),
+               d_z=float(d.mean() / sd) if sd > 0 else None)
+    return out
+
+
+def paired_tests(rows: list[dict], baseline: str, n: int, seed: int) -> list[dict]:
+    """The baseline variant against each other variant, seeds paired, on each of PAIRED_METRICS."""
+    by_variant = {r["variant"]: r for r in rows}
+    values = lambda row, m: {json.dumps(rr["seed"]): rr[m] for rr in row["run_rows"]}   # noqa: E731
+    tests = []
+    for other in (v for v in by_variant if v != baseline):
+        for metric in PAIRED_METRICS:
+            t = paired_test(values(by_variant[baseline], metric), values(by_variant[other], metric), n, seed)
+            tests.append({"baseline": baseline, "other": other, "metric": metric, **t,
+                          "verdict": verdict(baseline, other, metric, t)})
+    return tests
+
+
+def verdict(a: str, b: str, metric: str, t: dict) -> str:
+    """One plain sentence on what a paired test says."""
+    what = metric.replace("_", " ")
+    if t["pairs"] < 2:
+        return (f"{a} vs {b}, {what}: not testable, {t['pairs']} seed(s) in common (a paired test needs two or "
+                "more runs of each variant with the same seeds).")
+    diff = f"mean difference {t['mean_difference']:+.4g} [95% CI {t['ci'][0]:+.4g}, {t['ci'][1]:+.4g}]"
+    p = f"p = {t['p']:.3g}, {t['pairs']} paired seeds"
+    if t["p"] < ALPHA:
+        side = "better" if t["mean_difference"] > 0 else "worse"
+        return f"{a} is {side} than {b} on {what} ({p}; {diff}; {a} higher in {t['wins']} of {t['pairs']})."
+    floor = ""
+    if t["min_p"] is not None and t["min_p"] >= ALPHA:
+        floor = (f" With {t['pairs']} pairs this test cannot go below p = {t['min_p']:.3g}, so no result could "
+                 f"reach p < {ALPHA}: more seeds are needed (6 or more).")
+    return (f"The data cannot separate {a} from {b} on {what} ({p}; {diff}; {a} higher in {t['wins']} of "
+            f"{t['pairs']}).{floor}")
+
+
 # ---------------------------------------------------------------- tables
 
-_BOLD_COLUMNS = ("scored_mean", "best_fitness", "hypervolume")   # higher is better in each
+_BOLD_COLUMNS = ("scored_mean", "best_fitness", "hypervolume", "new_working_per_sample")   # higher is better in each
 
 
 def _value(row: dict, column: str) -> Optional[float]:
@@ -387,26 +598,52 @@ def caption(ref: tuple[float, float], runs: int, n: int, seed: int) -> str:
             f"scored children (round >= 0), higher is better. Hypervolume: area dominated by the scored children in "
             f"(num_params, TEST error) space, both minimised, as a fraction of the box from (0, 0) to the common "
             f"reference point ({ref[0]:.0f} params, error {ref[1]:g}) = the largest evo.report.hypervolume_ref of the "
-            f"{runs} run(s) (twice the largest seed's size). Mean [95% percentile bootstrap CI over seeds, {n} "
-            f"resamples, seed {seed}]; bold: the best variant per column.")
+            f"{runs} run(s) (twice the largest seed's size). New working / sample: children of the search that "
+            f"trained (ok or filtered; duplicates are never trained twice, so each is new) per LM sample. Mean [95% "
+            f"percentile bootstrap CI over seeds, {n} resamples, seed {seed}]; bold: the best variant per column. "
+            f"Beat best seed: runs whose best child is fitter than the fittest seed program they started from.")
 
 
 def table_markdown(rows: list[dict], text: str) -> str:
     best = best_variants(rows)
     lines = [text, "",
-             "| variant | runs | children (mean) | scored (mean) | best fitness | hypervolume (test error) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| variant | runs | children (mean) | scored (mean) | best fitness | hypervolume (test error) "
+             "| new working / sample | beat best seed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     bold = lambda s, col, r: f"**{s}**" if r["variant"] in best[col] else s   # noqa: E731
     for r in rows:
         lines.append(f"| {r['variant']} | {r['runs']} | {r['children_mean']:.1f} | "
                      f"{bold(format(r['scored_mean'], '.1f'), 'scored_mean', r)} | "
                      f"{bold(_fmt_stat(r['best_fitness'], '.1f'), 'best_fitness', r)} | "
-                     f"{bold(_fmt_stat(r['hypervolume'], '.4f'), 'hypervolume', r)} |")
+                     f"{bold(_fmt_stat(r['hypervolume'], '.4f'), 'hypervolume', r)} | "
+                     f"{bold(_fmt_stat(r['new_working_per_sample'], '.3f'), 'new_working_per_sample', r)} | "
+                     f"{r['beat_best_seed']} of {r['runs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def tests_markdown(tests: list[dict], baseline: str) -> str:
+    """The paired tests as a table, then each one's sentence."""
+    if not tests:
+        return ""
+    lines = [f"Paired tests, seeds paired: {baseline} against each other variant. Difference = {baseline} minus the "
+             "other (higher is better in every metric); p: two-sided exact sign-flip permutation test of the mean "
+             "difference; 95% bootstrap CI over pairs; d_z = mean / sd of the differences.", "",
+             "| other variant | metric | pairs | mean difference [95% CI] | d_z | p | wins |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for t in tests:
+        diff = "–" if t["mean_difference"] is None else (
+            f"{t['mean_difference']:+.4g}" + (f" [{t['ci'][0]:+.4g}, {t['ci'][1]:+.4g}]" if t["ci"] else ""))
+        lines.append(f"| {t['other']} | {t['metric']} | {t['pairs']} | {diff} | "
+                     f"{'–' if t['d_z'] is None else format(t['d_z'], '.2f')} | "
+                     f"{'–' if t['p'] is None else format(t['p'], '.3g')} | {t['wins']} of {t['pairs']} |")
+    lines.append("")
+    lines.extend(f"- {t['verdict']}" for t in tests)
     return "\n".join(lines) + "\n"
 
 
 def write_runs_csv(rows: list[dict], path: Path) -> None:
-    cols = ["folder", "variant", "seed", "children", "scored", "best_fitness", "hypervolume"]
+    cols = ["folder", "variant", "seed", "children", "scored", "best_fitness", "hypervolume", "new_working",
+            "new_working_per_sample", "best_seed_fitness", "beats_best_seed"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -457,10 +694,21 @@ def plot_pareto(variants: dict[str, list[Run]], top: int, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_fitness_curve(curves: dict[str, Optional[dict]], path: Path) -> None:
-    """Fig. 2b: max fitness so far vs children generated, mean over seeds, 95% bootstrap band."""
+def best_seed(variants: dict[str, list[Run]]) -> Optional[dict]:
+    """The fittest scored seed program of any run (every run of a task starts from the same seeds)."""
+    seeds = [s for runs in variants.values() for r in runs for s in r.seeds
+             if s["status"] == outcome.OK and s["fitness"] is not None]
+    return max(seeds, key=lambda s: s["fitness"]) if seeds else None
+
+
+def plot_fitness_curve(curves: dict[str, Optional[dict]], path: Path, seed_ref: Optional[dict] = None) -> None:
+    """Fig. 2b: max fitness so far vs children generated, mean over seeds, 95% bootstrap band; a dashed
+    line at the best seed's fitness (the human design to beat)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    if seed_ref is not None:
+        ax.axhline(seed_ref["fitness"], color="black", ls="--", lw=1,
+                   label=f"best seed ({seed_ref['seed_name']}): {seed_ref['fitness']:.1f}")
     for i, (label, c) in enumerate(curves.items()):
         if c is None:
             continue
@@ -573,6 +821,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=20, help="children per variant in the Pareto plot (default 20)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs and bands (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap RNG (default 0)")
+    p.add_argument("--baseline", metavar="VARIANT", help="the variant the paired tests compare every other with "
+                   "(default: the full EvoPrompting one, ablation none)")
+    p.add_argument("--allow-protocol-mismatch", action="store_true", help="compare runs made under different "
+                   "task/training settings or sample budgets (refused by default), flagging the keys")
+    p.add_argument("--html", action="store_true", help="also write sweep.html: fronts and curves in one offline "
+                   "page, each run linked to its lineage.html (written into run folders that lack one)")
+    p.add_argument("--include-incomplete", action="store_true", help="keep runs with fewer children than their "
+                   "sample budget, or pending ones (left out by default: a sweep stopped part-way)")
     args = p.parse_args(argv)
     if bool(args.runs) == bool(args.wandb):
         p.error("pass run folders, or --wandb [ENTITY/]PROJECT/GROUP (one of the two)")
@@ -590,33 +846,68 @@ def compare(args: argparse.Namespace) -> dict:
         for folder in folders:
             runs.append(load_run(folder))
         check_same_task(runs)
+        mismatch = check_same_protocol(runs, getattr(args, "allow_protocol_mismatch", False))
         variants = group_variants(runs, args.by)
+        twins = drop_twins(variants)
+        incomplete = incomplete_runs([r for rs in variants.values() for r in rs])
+        for r in incomplete:
+            warn(f"{r.folder} is incomplete ({len(r.children)} of {r.budget} samples, or children still pending): "
+                 + ("kept (--include-incomplete)" if getattr(args, "include_incomplete", False) else
+                    "left out; finish it by running its command again, or pass --include-incomplete"))
+        if not getattr(args, "include_incomplete", False):
+            for label in variants:
+                variants[label] = [r for r in variants[label] if not any(r is i for i in incomplete)]
+            variants = {k: v for k, v in variants.items() if v}
+            if not variants:
+                raise CompareError("every run is incomplete: nothing to compare (pass --include-incomplete)")
+        runs_used = [r for rs in variants.values() for r in rs]
         empty = [v for v, rs in variants.items() if not any(r.scored for r in rs)]
         for v in empty:
             warn(f"variant {v!r} has no scored child (status 'ok', round >= 0) in its {len(variants[v])} run(s): "
                  "it is left out of the figures")
         if len(empty) == len(variants):
             raise CompareError("no run has a scored child (status 'ok', round >= 0): nothing to compare")
-        ref = common_ref(runs)
+        ref = common_ref(runs_used)
         rows = summarise(variants, ref, args.bootstrap, args.seed)
+        baseline = baseline_variant(variants, getattr(args, "baseline", None))
+        tests = paired_tests(rows, baseline, args.bootstrap, args.seed)
         curves = {v: variant_curve(rs, args.bootstrap, args.seed) for v, rs in variants.items()}
         out.mkdir(parents=True, exist_ok=True)
         paths = {k: out / name for k, name in (("pareto", "pareto.png"), ("fitness_curve", "fitness_curve.png"),
                                                ("table_md", "table.md"), ("table_json", "table.json"),
                                                ("runs_csv", "runs.csv"))}
-        text = table_markdown(rows, caption(ref, len(runs), args.bootstrap, args.seed))
+        text = table_markdown(rows, caption(ref, len(runs_used), args.bootstrap, args.seed))
+        seed_ref = best_seed(variants)
+        if seed_ref is not None:
+            text += (f"\nBest seed: {seed_ref['seed_name']}, fitness {seed_ref['fitness']:.1f}; "
+                     f"{sum(r['beat_best_seed'] for r in rows)} of {len(runs_used)} runs beat it.\n")
+        if twins:
+            text += "\nTwins (one replicate counted once): " + "; ".join(
+                f"{t['variant']} seed {t['seed']}: kept {t['kept']}, dropped {', '.join(t['dropped'])}" for t in twins) + "\n"
+        if mismatch:
+            text += "\nPROTOCOL MISMATCH (--allow-protocol-mismatch): " + "; ".join(
+                f"{k} differs ({', '.join(v)})" for k, v in mismatch.items()) + "\n"
+        text += "\n" + tests_markdown(tests, baseline)
         paths["table_md"].write_text(text)
         best = best_variants(rows)
         paths["table_json"].write_text(json.dumps({
             "task": runs[0].task, "by": args.by or "overrides", "error": "test", "reference_point": list(ref),
             "bootstrap": args.bootstrap, "seed": args.seed, "top": args.top,
             "best": {k: sorted(v) for k, v in best.items()},
+            "best_seed": None if seed_ref is None else {k: seed_ref[k] for k in ("seed_name", "num_params",
+                                                                                 "val_accuracy", "test_accuracy", "fitness")},
+            "baseline": baseline, "paired_tests": tests, "twins": twins,
+            "incomplete": [str(r.folder) for r in incomplete],
+            "protocol_mismatch": {k: v for k, v in mismatch.items()},
             "variants": [{**{k: v for k, v in r.items() if k != "run_rows"}, "runs_detail": r["run_rows"],
                           "curve_length": None if curves[r["variant"]] is None else len(curves[r["variant"]]["x"])}
                          for r in rows]}, indent=2))
         write_runs_csv(rows, paths["runs_csv"])
         plot_pareto(variants, args.top, paths["pareto"])
-        plot_fitness_curve(curves, paths["fitness_curve"])
+        plot_fitness_curve(curves, paths["fitness_curve"], seed_ref)
+        if args.html:
+            from evo.lineage import write_sweep_page
+            paths["html"] = write_sweep_page(variants, curves, args.top, out / "sweep.html")
         print(text)
         if args.wandb:
             log_wandb(args.wandb, paths, rows)

@@ -27,7 +27,7 @@ def config_of(ablation="none", seed=0, task="mnist1d"):
 
 
 def make_run(folder: Path, children, *, overrides=(), ablation="none", seed=0, task="mnist1d",
-             meta=True, hydra=False, seeds=SEEDS) -> Path:
+             meta=True, hydra=False, seeds=SEEDS, extra=None) -> Path:
     """A real archive: ``seeds`` at round -1, then ``children`` = (round, status, params, val, test)."""
     folder.mkdir(parents=True)
     a = Archive(folder / "archive.sqlite")
@@ -43,6 +43,8 @@ def make_run(folder: Path, children, *, overrides=(), ablation="none", seed=0, t
         elif status != outcome.PENDING:
             a.record_result(cid, status=status, reason="test")
     cfg = config_of(ablation, seed, task)
+    for key, value in (extra or {}).items():   # more config: {"search": {...}} merged into a section
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     overrides = list(overrides) or ([f"ablation={ablation}"] if ablation != "none" else []) + [f"seed={seed}"]
     if meta:
         a.set_meta("overrides", json.dumps(overrides))
@@ -238,7 +240,9 @@ def test_cli_on_a_sweep_folder_writes_figures_and_tables(tmp_path):
                                                          "ablation=random_parents"]
     assert all(v["runs"] == 2 and v["curve_length"] == 18 for v in table["variants"])
     md = (out / "table.md").read_text()
-    assert md.count("| ablation=") == 3 and "**" in md
+    variant_table, paired = md.split("Paired tests")
+    assert variant_table.count("| ablation=") == 3 and "**" in variant_table
+    assert paired.count("| ablation=") == 2 * 3    # ablation=none against the 2 others, on 3 metrics
     assert "table.md" in res.stdout and "| ablation=random_parents |" in res.stdout
 
 
@@ -319,3 +323,136 @@ def test_find_run_folders_sorts_sweep_jobs_naturally_and_skips_dead_jobs(tmp_pat
     # the same run named twice (folder and glob) counts once
     assert [p.name for p in find_run_folders([str(tmp_path / "sweep" / "1"), str(tmp_path / "sweep" / "1*")])] == [
         "1", "10"]
+
+
+# ---------------------------------------------------------------- the paper's comparison: tests, twins, protocol
+
+# What a run of the CPU sweep stores: 2 rounds x 2 prompts x 6 samples = 24 samples, the size of children().
+SWEEP_CFG = {"search": {"rounds": 2, "prompts_per_round": 2, "alpha": 0.5},
+             "crossmut": {"samples_per_prompt": 6}, "sandbox": {"timeout_s": 120}}
+
+
+def children_of(scale: float):
+    """children() padded to the 24 samples of SWEEP_CFG with duplicates (as a copy of a known program is)."""
+    out = children(scale)
+    return out + [(1, outcome.DUPLICATE, None, None, None)] * (24 - len(out))
+
+
+def _table(runs_dir, out, *extra):
+    assert main([str(runs_dir), "--out", str(out), "--bootstrap", "500", *map(str, extra)]) == 0
+    return json.loads((out / "table.json").read_text())
+
+
+def test_paired_test_finds_the_variant_built_to_be_better_and_does_not_separate_identical_ones(tmp_path):
+    """Six seeds per variant: full EvoPrompting's children are 0.5x the size of random parents' in
+    every seed (better in every pair); naive few-shot has the same children as full EvoPrompting
+    (identical); no prompt tuning draws its sizes from the same range (differences of both signs)."""
+    runs = tmp_path / "runs"
+    scales = [0.50, 0.56, 0.47, 0.61, 0.53, 0.58]
+    same_range = [0.55, 0.49, 0.60, 0.52, 0.57, 0.48]
+    for seed in range(6):
+        make_run(runs / f"full_{seed}", children_of(scales[seed]), seed=seed, extra=SWEEP_CFG)
+        make_run(runs / f"rand_{seed}", children_of(2 * scales[seed]), ablation="random_parents", seed=seed,
+                 extra=SWEEP_CFG)
+        make_run(runs / f"naive_{seed}", children_of(scales[seed]), ablation="naive_fewshot", seed=seed,
+                 extra=SWEEP_CFG)
+        make_run(runs / f"npt_{seed}", children_of(same_range[seed]), ablation="no_prompt_tuning", seed=seed,
+                 extra=SWEEP_CFG)
+    table = _table(runs, tmp_path / "out")
+    assert table["baseline"] == "ablation=none"
+    tests = {(t["other"], t["metric"]): t for t in table["paired_tests"]}
+    assert len(tests) == 3 * 3
+    better = tests[("ablation=random_parents", "best_fitness")]
+    assert better["pairs"] == 6 and better["wins"] == 6 and better["exact"]
+    assert math.isclose(better["p"], 2 / 2 ** 6)                     # every flip of 6 signs, two-sided
+    assert better["mean_difference"] > 0 and better["ci"][0] > 0 and better["d_z"] > 0
+    assert better["verdict"].startswith("ablation=none is better than ablation=random_parents on best fitness")
+    assert tests[("ablation=random_parents", "hypervolume")]["p"] < 0.05
+    same = tests[("ablation=naive_fewshot", "best_fitness")]
+    assert same["p"] == 1.0 and same["mean_difference"] == 0 and same["wins"] == same["losses"] == 0
+    assert same["verdict"].startswith("The data cannot separate ablation=none from ablation=naive_fewshot")
+    shuffled = tests[("ablation=no_prompt_tuning", "best_fitness")]
+    assert shuffled["wins"] > 0 and shuffled["losses"] > 0 and shuffled["p"] > 0.05
+    assert shuffled["ci"][0] < 0 < shuffled["ci"][1]
+    assert "cannot separate" in shuffled["verdict"]
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "ablation=none is better than ablation=random_parents on best fitness" in md
+    # new working children per sample: 12 ok and 1 filtered of 24 samples in every run
+    assert all(v["new_working_per_sample"]["mean"] == 13 / 24 for v in table["variants"])
+
+
+def test_five_seeds_say_that_no_result_could_reach_significance(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(5):
+        make_run(runs / f"full_{seed}", children_of(0.5), seed=seed, extra=SWEEP_CFG)
+        make_run(runs / f"rand_{seed}", children_of(1.0), ablation="random_parents", seed=seed, extra=SWEEP_CFG)
+    t = next(t for t in _table(runs, tmp_path / "out")["paired_tests"] if t["metric"] == "best_fitness")
+    assert t["wins"] == 5 and math.isclose(t["p"], 2 / 32) and t["min_p"] == 2 / 32
+    assert "cannot separate" in t["verdict"] and "cannot go below p = 0.0625" in t["verdict"]
+
+
+def test_best_seed_is_a_reference_and_runs_that_beat_it_are_counted(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(2):   # the CNN seed: 5000 params, val 0.80 -> fitness -1000
+        make_run(runs / f"good_{seed}", children_of(0.5), seed=seed, extra=SWEEP_CFG)          # best -118.75
+        make_run(runs / f"bad_{seed}", children_of(20.0 if seed else 0.5), ablation="random_parents", seed=seed,
+                 extra=SWEEP_CFG)                                                            # seed 1: best -4750
+    table = _table(runs, tmp_path / "out")
+    assert table["best_seed"]["seed_name"] == "cnn" and math.isclose(table["best_seed"]["fitness"], -1000.0)
+    v = {row["variant"]: row for row in table["variants"]}
+    assert v["ablation=none"]["beat_best_seed"] == 2 and v["ablation=random_parents"]["beat_best_seed"] == 1
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| 2 of 2 |" in md and "| 1 of 2 |" in md and "Best seed: cnn, fitness -1000.0; 3 of 4 runs beat it." in md
+
+
+def test_a_run_and_its_copied_or_resumed_twin_count_as_one_seed(tmp_path, capsys):
+    import shutil
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        make_run(runs / f"full_{seed}", children_of(0.5 + 0.1 * seed), seed=seed, extra=SWEEP_CFG)
+    shutil.copytree(runs / "full_1", runs / "full_1_copy")                        # a copied folder
+    make_run(runs / "full_2_resumed", children_of(0.9)[:24], seed=2, extra=SWEEP_CFG)  # another folder, same seed
+    table = _table(runs, tmp_path / "out")
+    err = capsys.readouterr().err
+    row = table["variants"][0]
+    assert row["runs"] == 3 and sorted(row["seeds"]) == [0, 1, 2]
+    assert len(row["best_fitness"]["values"]) == 3
+    twins = {t["seed"]: t for t in table["twins"]}
+    assert set(twins) == {1, 2}
+    assert twins[1]["kept"].endswith("full_1") and twins[1]["dropped"][0].endswith("full_1_copy")
+    assert "2 runs with seed 1" in err and "are one replicate" in err
+    assert "Twins (one replicate counted once)" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_an_incomplete_run_is_left_out_unless_asked_for(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        make_run(runs / f"full_{seed}", children_of(0.5), seed=seed, extra=SWEEP_CFG)
+    make_run(runs / "full_2", children_of(0.5)[:10], seed=2, extra=SWEEP_CFG)    # stopped after 10 of 24 samples
+    table = _table(runs, tmp_path / "out")
+    assert table["variants"][0]["runs"] == 2 and table["incomplete"][0].endswith("full_2")
+    assert "full_2 is incomplete (10 of 24 samples" in capsys.readouterr().err
+    assert _table(runs, tmp_path / "out2", "--include-incomplete")["variants"][0]["runs"] == 3
+
+
+def test_variants_run_under_different_protocols_are_refused_naming_the_keys(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_run(runs / "full_0", children_of(0.5), seed=0, extra=SWEEP_CFG)
+    make_run(runs / "rand_0", children_of(0.5), ablation="random_parents", seed=0,
+             extra={**SWEEP_CFG, "task": {"train_steps": 8000}, "crossmut": {"samples_per_prompt": 8}})
+    assert main([str(runs), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the runs were made under different protocols")
+    assert "task.train_steps: 40 in 1 run(s)" in err and "8000 in 1 run(s)" in err
+    assert "budget (search.rounds x search.prompts_per_round x crossmut.samples_per_prompt): 24" in err
+    assert "--allow-protocol-mismatch" in err and not (tmp_path / "o").exists()
+    # a variant that differs only in what the operator may write is comparable
+    make_run(tmp_path / "ok" / "a", children_of(0.5), seed=0, extra=SWEEP_CFG)
+    make_run(tmp_path / "ok" / "b", children_of(0.5), ablation="random_parents", seed=0,
+             extra={**SWEEP_CFG, "task": {"banned_words": ["self."]}})
+    assert main([str(tmp_path / "ok"), "--out", str(tmp_path / "o_ok"), "--bootstrap", "50"]) == 0
+    # compared anyway on request: flagged in the table
+    table = _table(runs, tmp_path / "o2", "--allow-protocol-mismatch", "--include-incomplete")
+    assert set(table["protocol_mismatch"]) == {"task.train_steps",
+                                               "budget (search.rounds x search.prompts_per_round x crossmut.samples_per_prompt)"}
+    assert "PROTOCOL MISMATCH" in (tmp_path / "o2" / "table.md").read_text()
