@@ -263,6 +263,10 @@ class WandbLogger:
                             "all)", len(rows), wandb.Table.MAX_ROWS)
             data["children"] = wandb.Table(columns=list(CHILD_COLUMNS),
                                            data=[[row[c] for c in CHILD_COLUMNS] for row in rows])
+            from evo import lineage   # the tree as a table: parent ids as a list, the diff against each parent
+            data["lineage"] = wandb.Table(columns=list(lineage.TABLE_COLUMNS), data=lineage.table_rows(archive))
+        if (run_dir / "lineage.html").exists():   # the explorer itself, shown by W&B as an HTML panel
+            data["report/lineage"] = wandb.Html((run_dir / "lineage.html").read_text(), inject=False)
         for key, file in (("report/pareto", "pareto.png"), ("report/soft_prompt", "soft_prompt.png")):
             if (run_dir / file).exists():
                 data[key] = wandb.Image(str(run_dir / file))

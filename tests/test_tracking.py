@@ -221,6 +221,16 @@ def test_offline_run_logs_rounds_table_and_artifacts(cfg_factory, tmp_path, wand
     assert table_json["columns"][:4] == ["id", "round", "seed_name", "status"] and table_json["columns"][-1] == "code"
     assert len(table_json["data"]) == 6
     assert {r[3] for r in table_json["data"]} == {"ok", "crashed", "duplicate"}
+    lineage = [r for r in rows if "lineage._type" in r]   # the tree as a table: parent ids as lists, diffs
+    assert len(lineage) == 1 and lineage[0]["lineage._type"] == "table-file"
+    lineage_json = json.loads((runs[0] / "files" / lineage[0]["lineage.path"]).read_text())
+    assert lineage_json["columns"][:3] == ["child_id", "parent_ids", "round"]
+    by_child = {r[0]: r for r in lineage_json["data"]}
+    assert sorted(by_child) == [r["id"] for r in archive.query("SELECT id FROM children ORDER BY id")]
+    for r in archive.query("SELECT id, parents, round, code FROM children"):
+        assert by_child[r["id"]][1] == list(dict.fromkeys(json.loads(r["parents"] or "[]")))
+        assert by_child[r["id"]][2] == r["round"] and by_child[r["id"]][12] == r["code"]
+    assert any(r.get("report/lineage._type") == "html-file" for r in rows)   # lineage.html as an HTML panel
     assert any(r.get("report/pareto._type") == "image-file" for r in rows)
 
     summary_values = summary_of(records)

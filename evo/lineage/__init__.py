@@ -132,6 +132,15 @@ def encode(data: dict) -> str:
 TREE_LIBS = ("cytoscape.min.js", "cytoscape-dagre.min.js", "plotly-basic.min.js")
 
 
+def read_page(path: Path) -> dict:
+    """The data a written page carries (the inverse of :func:`encode`), for tests and scripts."""
+    m = re.search(r'<script type="application/octet-stream" id="lineage-data">\s*([A-Za-z0-9+/=]+)\s*</script>',
+                  Path(path).read_text())
+    if not m:
+        raise ValueError(f"{path} is not a page written by evo.lineage")
+    return json.loads(gzip.decompress(base64.b64decode(m.group(1))))
+
+
 def render(data: dict, template: str = "page.html", app: str = "page.js", libs: Sequence[str] = TREE_LIBS) -> str:
     parts = {"VENDOR": "\n".join(_inline_script((VENDOR / name).read_text()) for name in libs),
              "TITLE": html.escape(data.get("title") or "evo"), "DATA": encode(data),

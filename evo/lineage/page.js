@@ -127,24 +127,26 @@ function main(D) {
     trace(seeds, { name: "seeds", mode: "markers", marker: { symbol: "star", size: 13, color: "#1f2328" } }),
     { name: "selected", x: [], y: [], customdata: [], mode: "markers", type: "scatter", hoverinfo: "skip",
       marker: { size: 18, color: "rgba(0,0,0,0)", line: { width: 3, color: "#d62728" } } },
-  ], { margin: { l: 50, r: 10, t: 28, b: 40 }, title: { text: `size vs ${L.error} (click a point)`, font: { size: 13 } },
-       xaxis: { type: "log", title: { text: "parameters (log)" } }, yaxis: { title: { text: L.error } },
-       legend: { orientation: "h", y: -0.18, font: { size: 11 } }, hovermode: "closest", uirevision: "keep" },
+  ], { margin: { l: 55, r: 10, t: 30, b: 40 },
+       xaxis: { type: "log", title: { text: "parameters (log scale)", standoff: 4 } }, yaxis: { title: { text: L.error } },
+       legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", font: { size: 11 } }, hovermode: "closest", uirevision: "keep" },
      { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] });
   paretoDiv.on("plotly_click", (ev) => { const p = ev.points.find((q) => q.customdata !== undefined); if (p) select(p.customdata, true); });
 
   // -- the per-round charts -----------------------------------------------------------------------
   const R = D.rounds;
-  const small = { margin: { l: 45, r: 10, t: 26, b: 32 }, legend: { orientation: "h", y: -0.3, font: { size: 10 } }, font: { size: 10 } };
+  const small = { margin: { l: 50, r: 10, t: 40, b: 34 }, font: { size: 10 },
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom", font: { size: 10 } } };
   Plotly.newPlot("rounds", [
     { x: R.map((r) => r.round), y: R.map((r) => r.samples), name: "samples", type: "bar", marker: { color: "#afb8c1" } },
     { x: R.map((r) => r.round), y: R.map((r) => r.new_working), name: "new working", type: "bar", marker: { color: "#2da44e" } },
-  ], { ...small, barmode: "overlay", title: { text: "per round", font: { size: 12 } }, xaxis: { title: { text: "round" }, dtick: 1 } },
+  ], { ...small, barmode: "overlay", title: { text: "children per round", font: { size: 12 }, x: 0.02, y: 0.97 },
+       xaxis: { title: { text: "round", standoff: 2 }, dtick: 1 } },
      { displayModeBar: false, responsive: true });
   Plotly.newPlot("best", [
     { x: R.map((r) => r.round), y: R.map((r) => r.best_fitness_so_far), name: "best so far", mode: "lines+markers", type: "scatter", line: { shape: "hv" } },
     { x: R.map((r) => r.round), y: R.map((r) => r.best_fitness_round), name: "best of round", mode: "markers", type: "scatter" },
-  ], { ...small, title: { text: "fitness", font: { size: 12 } }, xaxis: { title: { text: "round" }, dtick: 1 } },
+  ], { ...small, title: { text: "fitness", font: { size: 12 }, x: 0.02, y: 0.97 }, xaxis: { title: { text: "round", standoff: 2 }, dtick: 1 } },
      { displayModeBar: false, responsive: true });
 
   // -- selection ------------------------------------------------------------------------------
@@ -246,6 +248,8 @@ function main(D) {
   document.getElementById("color-by").addEventListener("change", (e) => { state.colorBy = e.target.value; recolor(); });
   document.getElementById("show-failed").addEventListener("change", (e) => showFailed(e.target.checked));
 
+  // A small tree fitted to the panel would be drawn huge: cap the zoom.
+  if (cy.zoom() > 1.6) { cy.zoom(1.6); cy.center(); }
   recolor();
   updateCounts();
   window.LINEAGE = { data: D, cy, select, search, state };
