@@ -15,6 +15,17 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# Headless Chromium and its driver for the lineage page's browser tests (tests/test_lineage.py, selenium from
+# the test extra): Debian's packages, so no test downloads a browser. Skipped when both are there already.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
+      || echo "setup: could not install chromium; the lineage page's browser tests will skip" >&2
+  else
+    echo "setup: chromium / chromedriver not found and cannot be installed here; the lineage browser tests will skip" >&2
+  fi
+fi
+
 # torch first and pinned: this takes the local CPU build. An unpinned torch (asked for by transformers'
 # extras or by hand) would pull several GB of CUDA packages.
 python -m pip install -q --disable-pip-version-check torch==2.13.0
