@@ -123,7 +123,8 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
                        ("crossmut.parents_per_prompt", c.parents_per_prompt),
                        ("crossmut.samples_per_prompt", c.samples_per_prompt),
                        ("sandbox.threads", b.threads),
-                       ("task.train_steps", cfg.task.train_steps), ("task.batch_size", cfg.task.batch_size),
+                       # a tabular task (task=nas_bench_graph) trains nothing and has no training keys
+                       ("task.train_steps", cfg.task.get("train_steps", 1)), ("task.batch_size", cfg.task.get("batch_size", 1)),
                        ("selection.survivors", cfg.selection.survivors)):
         if value < 1:
             _fail(key, value, "It counts something and must be at least 1.", f"pass {key}=1 or more.")
@@ -146,10 +147,10 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
         _fail("sandbox.timeout_s/memory_mb", (b.timeout_s, b.memory_mb),
               "A child needs a positive timeout and at least 256 MB.", "pass sandbox.timeout_s=900 sandbox.memory_mb=4096.")
     default = f"the default in conf/task/{cfg.task.get('name', '<task>')}.yaml"
-    if cfg.task.eval_every < 1:
+    if cfg.task.get("eval_every", 1) < 1:
         _fail("task.eval_every", cfg.task.eval_every, "Validation runs every eval_every steps.",
               f"pass a positive task.eval_every ({default}).")
-    if not 0 < cfg.task.learning_rate < 10:
+    if not 0 < cfg.task.get("learning_rate", 1e-3) < 10:
         _fail("task.learning_rate", cfg.task.learning_rate, "The AdamW learning rate must be positive.",
               f"pass a positive task.learning_rate ({default}).")
     _check_task(cfg.task)

