@@ -20,14 +20,25 @@ Written into ``--out`` (default ``outputs/compare/<timestamp>``):
   (by fitness, pooled over its seeds), with the variant's Pareto front; stars: the seeds (human designs);
 * ``fitness_curve.png``: Fig. 2b, max fitness so far vs children generated, mean over seeds with a
   95% bootstrap band (see :func:`variant_curve` for how runs of different lengths are combined);
-* ``table.md`` / ``table.json``: per variant runs, children, scored children, best fitness and
-  hypervolume (mean and 95% bootstrap CI over seeds); also printed;
+* ``table.md`` / ``table.json``: per variant runs, children, scored children, best fitness,
+  hypervolume and new working children per sample (mean and 95% bootstrap CI over seeds), runs that
+  beat their best seed; then paired tests (seeds paired) of the baseline variant (full EvoPrompting,
+  or ``--baseline``) against each other one: p-value of an exact sign-flip permutation test, mean
+  difference with a bootstrap CI, d_z, and a plain sentence, e.g. "The data cannot separate ...";
+  also printed;
 * ``runs.csv``: one line per run;
 * ``sweep.html`` (with ``--html``): the variants' fronts and best-so-far curves side by side in one
   offline page, each run linking to its own ``lineage.html`` (evo/lineage).
 
 Hypervolume is :func:`evo.report.run_hypervolume` in (num_params, test error) space with ONE
 reference point for every run compared: the largest :func:`evo.report.hypervolume_ref` of them.
+
+Refused or flagged before any figure: runs made under different protocols (any ``task.*`` key but
+the banned words, ``search.alpha``, ``sandbox.timeout_s/memory_mb/cpu_s``, or the sample budget
+T x m x n) are refused, naming the keys (``--allow-protocol-mismatch`` compares them anyway, flagged);
+runs of one variant with the same seed (a run and its resumed or copied twin) are one replicate,
+counted once (warned, listed under "twins"); runs with fewer children than their budget, or
+children still pending (a sweep stopped part-way), are left out (``--include-incomplete``).
 
 Exit code 0 on success, 2 on a bad input (message on stderr starting with ``error:``).
 """
