@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-DEFAULT_CACHE = Path(os.environ.get("EVO_CACHE", Path.home() / ".cache" / "evo")) / "nas_bench_graph" / "embeddings.sqlite"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nas_bench_graph_common import DEFAULT_CACHE, REPO, ordered_space  # noqa: E402
 
 
 def embedder_name(embedder: str, lm_model: str) -> str:
     return "minilm" if embedder == "minilm" else f"operator:{lm_model}:mean"
-
-
-def ordered_space(order_seed: int):
-    import numpy as np
-    from evo.tasks.nas_bench_graph.space import space
-    archs = list(space("cora"))   # every architecture (the 8 full tables share them; proteins is a subset)
-    return [archs[i] for i in np.random.default_rng(order_seed).permutation(len(archs))]
 
 
 def main(argv=None) -> int:

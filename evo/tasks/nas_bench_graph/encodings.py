@@ -134,3 +134,26 @@ def embed_into(cache: EmbeddingCache, embedder, name: str, archs: Sequence[Archi
         seconds = time.perf_counter() - t0
         cache.put(name, {a.key(): v for a, v in zip(chunk, vectors)}, seconds, sum(map(len, texts)))
         log(f"{name}: {start + len(chunk)}/{len(todo)} ({seconds / len(chunk):.3f} s/architecture)")
+
+
+ENCODINGS = ("adjacency", "path", "minilm", "operator")
+OPERATOR_NAME = "operator:packaged:gemma3-270m:mean"   # benchmarks/nas_bench_graph_embed.py's cache name
+
+
+def encode(name: str, archs: Sequence[Architecture], cache: EmbeddingCache = None) -> np.ndarray:
+    """The feature rows of ``archs`` under encoding ``name``; COLE's come from ``cache`` and must all be
+    there (embed them first). Columns constant over ``archs`` are dropped: most of the 7,380 paths never
+    occur in a subset, and a constant feature tells a predictor nothing."""
+    if name in STRUCTURAL:
+        X = structural(name, archs)
+    else:
+        stored = {"minilm": "minilm", "operator": OPERATOR_NAME}[name]
+        if cache is None:
+            raise ValueError(f"encoding {name!r} needs the embedding cache")
+        got = cache.get(stored, [a.key() for a in archs])
+        missing = sum(a.key() not in got for a in archs)
+        if missing:
+            raise ValueError(f"{missing} of {len(archs)} architectures have no {stored} embedding in {cache.path}: "
+                             f"run benchmarks/nas_bench_graph_embed.py --embedder {name} first")
+        X = np.stack([got[a.key()] for a in archs])
+    return X[:, X.std(0) > 0]
