@@ -44,18 +44,15 @@ function main(D) {
   // -- the tree ---------------------------------------------------------------------------------
   const elements = [];
   for (const n of D.nodes) {
-    elements.push({ group: "nodes", data: { id: "n" + n.id, cid: n.id, label: label(n), round: n.round, status: n.status,
+    elements.push({ group: "nodes", position: { x: n.x, y: n.y }, data: { id: "n" + n.id, cid: n.id, label: label(n), round: n.round, status: n.status,
       size: nodeSize(n), color: fitnessColor(n), failed: working.has(n.status) ? 0 : 1 } });
   }
   for (const n of D.nodes) {
     for (const p of n.parents) {
-      elements.push({ group: "edges", data: { id: `e${p}_${n.id}`, source: "n" + p, target: "n" + n.id,
-        minLen: Math.max(1, n.round - byId.get(p).round) } });
+      elements.push({ group: "edges", data: { id: `e${p}_${n.id}`, source: "n" + p, target: "n" + n.id } });
     }
   }
   const big = D.nodes.length > 400;
-  const rounds = [...new Set(D.nodes.map((n) => n.round))].sort((a, b) => a - b);
-  const RANK_SEP = 90;
   const cy = cytoscape({
     container: document.getElementById("tree"), elements, boxSelectionEnabled: false,
     textureOnViewport: big, hideEdgesOnViewport: big, pixelRatio: big ? 1 : "auto",
@@ -65,18 +62,16 @@ function main(D) {
         "text-halign": "center", color: "#1f2328", "text-outline-color": "#fff", "text-outline-width": 1.5,
         "min-zoomed-font-size": 7 } },
       { selector: "node[round < 0]", style: { shape: "star", "border-color": "#1f2328" } },
-      { selector: "edge", style: { width: 1, "line-color": "#afb8c1", "curve-style": big ? "haystack" : "bezier",
-        "target-arrow-shape": big ? "none" : "triangle", "target-arrow-color": "#afb8c1", "arrow-scale": 0.6, opacity: 0.7 } },
+      { selector: "edge", style: { width: 1, "line-color": big ? "#c4cbd3" : "#afb8c1", "curve-style": big ? "haystack" : "bezier",
+        "target-arrow-shape": big ? "none" : "triangle", "target-arrow-color": "#afb8c1", "arrow-scale": 0.6, opacity: big ? 0.35 : 0.7 } },
       { selector: ".faded", style: { opacity: 0.12 } },
       { selector: ".match", style: { "border-width": 3, "border-color": "#bf8700" } },
       { selector: "edge.lineage", style: { "line-color": "#d62728", "target-arrow-color": "#d62728", width: 2.5, opacity: 1, "z-index": 9 } },
       { selector: "node.lineage", style: { "border-width": 2.5, "border-color": "#d62728" } },
       { selector: "node:selected", style: { "border-width": 5, "border-color": "#d62728", "z-index": 10 } },
     ],
-    layout: { name: "dagre", rankDir: "TB", nodeSep: 8, rankSep: RANK_SEP, edgeSep: 4, animate: false,
-      minLen: (edge) => edge.data("minLen"),
-      // dagre ranks a node by its longest parent path; pin the layers to the rounds (seeds on top).
-      transform: (node, pos) => ({ x: pos.x, y: (rounds.indexOf(node.data("round"))) * RANK_SEP }) },
+    // Positions from evo/lineage (igraph's Sugiyama order, one layer per round, seeds on top).
+    layout: { name: "preset", fit: true, padding: 20 },
   });
 
   function recolor() {
