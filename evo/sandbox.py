@@ -383,6 +383,17 @@ def child_env(limits: SandboxLimits, home: str, tmp: str, pythonpath: Sequence[s
 
 # ---------------------------------------------------------------- the run
 
+# Entries whose scores must not come from the process that runs the child's Python (evo/exported.py):
+# entry -> (untrusted entry, trusted entry, the kwargs the untrusted stage gets, the keys of its payload the
+# trusted stage gets). run_in_sandbox runs the untrusted entry on the code (it sees no data: readonly_paths
+# are not given to it), then the trusted entry in a second, fresh process, on all of ``kwargs`` and those
+# payload keys only (anything else the untrusted process claims, a score for instance, is dropped).
+TWO_STAGE = {
+    "evo.tasks.mnist1d.harness:evaluate_source": (
+        "evo.tasks.mnist1d.harness:export_source", "evo.tasks.mnist1d.trusted:score_export", (), ("exported",)),
+}
+
+
 def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
                    readonly_paths: Sequence[str] = (), scratch_root: str | None = None, *,
                    extra_pythonpath: Sequence[str] = (),
@@ -392,6 +403,39 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
                    cpus: Sequence[int] | None = None) -> SandboxResult:
     """Evaluate ``entry(code, **kwargs)`` in a fresh sandboxed process; never raises for
     anything the child does (only for a bad configuration on our side).
+
+    An entry of ``TWO_STAGE`` is evaluated in two sandboxed processes instead: its untrusted entry on
+    ``code`` (without ``readonly_paths``), then its trusted entry, which never runs child code, on what the
+    first returned; the result is the trusted stage's (or the first stage's failure). ``wall_s`` is the sum,
+    ``log_tail`` the end of both logs.
+    """
+    common = dict(scratch_root=scratch_root, extra_pythonpath=extra_pythonpath, extra_env=extra_env,
+                  devices=devices, cpus=cpus)
+    if entry not in TWO_STAGE:
+        return _run_one(entry, kwargs, code, limits, readonly_paths, log_path=log_path, **common)
+    untrusted, trusted, untrusted_keys, payload_keys = TWO_STAGE[entry]
+    first = _run_one(untrusted, {k: kwargs[k] for k in untrusted_keys if k in kwargs}, code, limits, (),
+                     log_path=log_path, **common)
+    if first.status != outcome.OK:
+        return first
+    payload = {k: first.payload[k] for k in payload_keys if k in first.payload and k not in kwargs}
+    second = _run_one(trusted, {**kwargs, **payload}, "", limits, readonly_paths,
+                      log_path=log_path, append_log=True, **common)
+    tail = "[untrusted stage]\n" + first.log_tail[-LOG_TAIL_CHARS // 2:] + "\n[trusted stage]\n" + second.log_tail
+    return SandboxResult(status=second.status, reason=second.reason, payload=second.payload,
+                         wall_s=first.wall_s + second.wall_s, log_tail=tail[-LOG_TAIL_CHARS:],
+                         isolation=second.isolation + "+trusted-scoring", returncode=second.returncode)
+
+
+def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
+             readonly_paths: Sequence[str] = (), scratch_root: str | None = None, *,
+             extra_pythonpath: Sequence[str] = (),
+             extra_env: Mapping[str, str | None] | None = None,
+             devices: Sequence[str] = (),
+             log_path: str | None = None,
+             append_log: bool = False,
+             cpus: Sequence[int] | None = None) -> SandboxResult:
+    """One sandboxed process: ``entry(code, **kwargs)`` (see run_in_sandbox).
 
     entry: "module:function" of trusted code importable in the child (evo, or a module
         on ``extra_pythonpath``); it returns a JSON-serialisable dict or raises
@@ -456,7 +500,7 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
                 log.warning("evo.sandbox: no cgroup for this child (%s)", exc)
                 isolation = isolation.replace("+cgroup(", "+no-cgroup(")
         start = time.monotonic()
-        with open(log_file, "wb") as logf:
+        with open(log_file, "ab" if append_log else "wb") as logf:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=logf, stderr=logf,
                                     pass_fds=(write_fd,), close_fds=True, cwd=work, env=env,
                                     start_new_session=True)

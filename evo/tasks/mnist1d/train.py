@@ -89,21 +89,31 @@ def batch_order(num_examples: int, steps: int, batch_size: int, seed: int) -> np
     return order.astype(np.int32)
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The training loss: mean softmax cross-entropy (float32)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
 
 
-def make_train_step(batch_size: int):
-    """A pure step: (state, x_train, y_train, order) -> state. Jit it with the state donated."""
+_cross_entropy = cross_entropy
+
+
+def make_train_step(batch_size: int, loss_and_grad=None):
+    """A pure step: (state, x_train, y_train, order) -> state. Jit it with the state donated.
+
+    ``loss_and_grad(params, x, y) -> (loss, grads)`` replaces ``jax.value_and_grad`` of the cross-entropy
+    of ``state.apply_fn`` (an exported child brings its own, see evo/tasks/mnist1d/trusted.py)."""
 
     def train_step(state: TrainState, x: jax.Array, y: jax.Array, order: jax.Array) -> TrainState:
         idx = jax.lax.dynamic_slice_in_dim(order, state.step * batch_size, batch_size)
         xb, yb = x[idx], y[idx]
 
         def loss_fn(params):
-            return _cross_entropy(state.apply_fn({"params": params}, xb), yb)
+            return cross_entropy(state.apply_fn({"params": params}, xb), yb)
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        if loss_and_grad is None:
+            loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        else:
+            loss, grads = loss_and_grad(state.params, xb, yb)
         finite = jnp.isfinite(loss)
         bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step + 1, state.bad_step)
         state = state.apply_gradients(grads=grads)
@@ -127,14 +137,15 @@ def make_eval_step(apply_fn, split: int):
 
 def train_and_evaluate(model: nn.Module, splits: dict, *, steps: int = 8000, batch_size: int = 128,
                        learning_rate: float = 0.01, weight_decay: float = 1e-4, eval_every: int = 250,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, loss_and_grad=None) -> dict:
     """Train ``model`` with AdamW on ``splits`` and score it (the paper's EVAL).
 
     Validation and test accuracy are measured every ``eval_every`` steps and after the last step.
     Returns num_params, val_accuracy (best seen), test_accuracy (at the best-validation point),
     best_step, final_train_loss (mean training loss over the steps since the previous
     evaluation), compile_s, train_s (the loop, evaluations included) and steps_per_s.
-    Raises ``ChildFailure(NAN, ...)`` if a training loss is NaN or infinite.
+    Raises ``ChildFailure(NAN, ...)`` if a training loss is NaN or infinite. ``loss_and_grad``: see
+    ``make_train_step`` (the trusted stage passes an exported child's).
     """
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError("steps, batch_size and eval_every must be positive")
@@ -153,7 +164,7 @@ def train_and_evaluate(model: nn.Module, splits: dict, *, steps: int = 8000, bat
         loss_sum=jnp.zeros((), jnp.float32), bad_step=jnp.full((), -1, jnp.int32))
 
     t0 = time.perf_counter()
-    step_fn = jax.jit(make_train_step(batch_size), donate_argnums=0).lower(
+    step_fn = jax.jit(make_train_step(batch_size, loss_and_grad), donate_argnums=0).lower(
         state, x_train, y_train, order).compile()
     eval_fn = jax.jit(make_eval_step(model.apply, n_val)).lower(state.params, x_eval, y_eval).compile()
     compile_s = time.perf_counter() - t0
