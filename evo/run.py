@@ -6,7 +6,8 @@
     python -m evo.run --cfg job                       # print the composed config
 
 The run folder holds ``archive.sqlite`` (every child, append-only), ``summary.md``/``summary.json``,
-``pareto.png`` and Hydra's ``.hydra/`` with the resolved config. The same command resumes a run
+``pareto.png``, ``lineage.html`` (the evolution tree explorer, redrawn after every round; evo/lineage)
+and Hydra's ``.hydra/`` with the resolved config. The same command resumes a run
 that was killed or preempted (SLURM requeues it with the same run folder).
 """
 
@@ -162,7 +163,7 @@ def run(cfg: DictConfig) -> float:
         archive.close()
     print(summary["text"], flush=True)
     print(f"\nRun folder: {run_dir}\n  archive: {run_dir / 'archive.sqlite'}\n  summary: {run_dir / 'summary.md'}"
-          f"\n  Pareto plot: {run_dir / 'pareto.png'}", flush=True)
+          f"\n  Pareto plot: {run_dir / 'pareto.png'}\n  evolution tree: {run_dir / 'lineage.html'}", flush=True)
     return summary["best_fitness"] if summary["best_fitness"] is not None else float("-inf")
 
 
