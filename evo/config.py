@@ -37,6 +37,7 @@ class CrossMutConfig:
     max_repeats: int = 3
     max_dropped_lines: int = 2
     banned_words: List[str] = field(default_factory=list)
+    constrain: str = "none"
 
 
 @dataclass
@@ -139,6 +140,7 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
               "pass crossmut.temperatures=[0.2,0.6,0.8,1.0] (the paper's set).")
     choices = {"crossmut.temperature_draw": (c.temperature_draw, ("iid", "cycle")),
                "crossmut.parent_order": (c.parent_order, ("drawn", "fittest_last", "fittest_first")),
+               "crossmut.constrain": (c.constrain, ("none", "grammar")),
                "sandbox.isolation": (b.isolation, ("auto", "bwrap", "none"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -168,6 +170,9 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     lm_class = _lm_class(cfg)
     _validate_ablation(cfg, lm_class)
     check = getattr(lm_class, "check_config", None)   # a backend's own fast check, before any compute
+    if c.constrain == "grammar" and hasattr(cfg.lm, "get") and cfg.lm.get("decoder") == "generate":
+        _fail("crossmut.constrain", c.constrain, "lm.decoder=generate (transformers' generate) cannot enforce a grammar.",
+              "pass lm.decoder=cached (evo's decode loop), or crossmut.constrain=none.")
     if needs_lm and check is not None:
         from evo.lm.base import LMUnavailableError
         try:

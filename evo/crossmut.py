@@ -7,6 +7,7 @@ program (``evo.repair``). Copies of a known program may be resampled (``resample
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -16,6 +17,8 @@ from evo.lm.base import Completion
 from evo.program import code_hash
 from evo.prompt import Example, make_fewshot_prompt, target_metrics
 from evo.repair import ClassRules, ClassStop, finish
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class CrossMut:
     max_repeats: int = 3                   # stop rule: identical lines in a row
     max_dropped_lines: int = 2             # repair: most broken tail lines dropped from a cut-off sample
     banned_words: Sequence[str] = field(default_factory=list)  # token sequences the LM may not write
+    constrain: str = "none"                # "grammar": the LM may only write the task's grammar (not in paper)
 
     def choose_parents(self, population: Sequence[Example], rng: random.Random) -> list[Example]:
         k = self.parents_per_prompt
@@ -70,12 +74,31 @@ class CrossMut:
         return ClassRules(body_marker=task.body_marker, body_indent=task.body_indent, max_body_lines=self.max_body_lines,
                           max_repeats=self.max_repeats, max_dropped_lines=self.max_dropped_lines)
 
+    def grammar_for(self, lm, task):
+        """The grammar this operator sends the LM, or None (constrain=none, or it cannot be used: said
+        once in the log)."""
+        if self.constrain != "grammar":
+            return None
+        grammar = task.grammar()
+        if grammar is None or not getattr(lm, "supports_grammar", False):
+            if not getattr(self, "_said_unconstrained", False):
+                why = (f"task {task.name} declares no grammar" if grammar is None
+                       else getattr(lm, "grammar_unsupported", f"the LM backend {type(lm).__name__} cannot enforce one"))
+                log.warning("crossmut.constrain=grammar, but %s: samples are unconstrained", why)
+                self._said_unconstrained = True
+            return None
+        return grammar
+
     def sample(self, lm, task, prompt: str, temperatures: Sequence[float], seed: int) -> list[Sample]:
         rules = self.rules(task)
+        grammar = self.grammar_for(lm, task)
+        extra = {"grammar": grammar} if grammar is not None else {}
         completions = lm.sample(prompt, temperatures, seed=seed, stop=ClassStop(task.prefill, rules),
-                                bad_words=[*self.banned_words, *task.banned_words])
+                                bad_words=[*self.banned_words, *task.banned_words], **extra)
+        # What shaped a sample besides the paper's operator, on its row with the repairs.
+        constraints = (["constrained:grammar"] if grammar is not None else []) + list(getattr(lm, "constraints", []))
         samples = []
         for c in completions:
             code, repairs = finish(task.prelude, task.prefill, c.text, rules, task.closing_return, task.entry)
-            samples.append(Sample(code=code, code_hash=code_hash(code), repairs=repairs, completion=c))
+            samples.append(Sample(code=code, code_hash=code_hash(code), repairs=constraints + repairs, completion=c))
         return samples

@@ -45,6 +45,78 @@ def test_banned_words_are_never_written(tiny):
     assert all("nn" not in c.text for c in out)
 
 
+PROMPT = "import flax.linen as nn\n\n" + PREFILL
+
+
+def test_shared_prefix_gives_the_plain_paths_completions(tiny_lm_dir):
+    """One prefill copied to n rows samples what n prefills sample, token for token (float32: the
+    prefill of 1 row and of n rows round the same)."""
+    shared = HFCausalLM(str(tiny_lm_dir), dtype="float32", max_new_tokens=40)
+    plain = HFCausalLM(str(tiny_lm_dir), dtype="float32", max_new_tokens=40, shared_prefix=False)
+    stop = ClassStop(PREFILL, ClassRules())
+    temps = [0.6, 0.8, 1.0, 1.0, 1.3]
+    a = shared.sample(PROMPT, temps, seed=5, stop=stop)
+    b = plain.sample(PROMPT, temps, seed=5, stop=stop)
+    assert [(c.text, c.stop_reason, c.tokens_out) for c in a] == [(c.text, c.stop_reason, c.tokens_out) for c in b]
+    assert len({c.text for c in a}) > 1   # the rows differ: the comparison is not of one repeated row
+
+
+def test_generate_decoder_still_samples(tiny_lm_dir):
+    lm = HFCausalLM(str(tiny_lm_dir), max_new_tokens=30, decoder="generate")
+    a, b = lm.sample(PROMPT, [0.8, 1.0], seed=2), lm.sample(PROMPT, [0.8, 1.0], seed=2)
+    assert [c.text for c in a] == [c.text for c in b] and all(c.tokens_out > 0 for c in a)
+    with pytest.raises(ValueError, match="lm.decoder=cached"):
+        lm.sample(PROMPT, [1.0], seed=0, grammar='start: "x"')
+
+
+def test_grouped_query_attention_matches_the_models_own():
+    """evo's grouped-query attention against transformers' eager attention on a random GQA Llama
+    (4 query heads per K/V head): same logits at prefill and at a cached decode step."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from evo.lm import hf
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=8, num_key_value_heads=2, vocab_size=300)).eval()
+    ids = torch.randint(0, 300, (3, 17))
+    hf._register_attention()
+    logits = {}
+    for impl in ("eager", hf.GROUPED_ATTENTION):
+        model.set_attn_implementation(impl)
+        with torch.no_grad():
+            out = model(input_ids=ids[:, :-1], use_cache=True)
+            step = model(input_ids=ids[:, -1:], cache=out.past_key_values, use_cache=True)
+        logits[impl] = torch.cat([out.logits, step.logits], dim=1)
+    torch.testing.assert_close(logits[hf.GROUPED_ATTENTION], logits["eager"], rtol=1e-4, atol=1e-5)
+
+
+def test_code_head_samples_only_kept_tokens(tiny_lm_dir):
+    lm = HFCausalLM(str(tiny_lm_dir), max_new_tokens=30, head_vocab="code")
+    kept = set(hf_code_ids(lm))
+    # every printable one-character token is kept, so any text can still be spelt
+    singles = [i for i in range(len(lm.tokenizer)) if len(lm.tokenizer.decode([i])) == 1
+               and lm.tokenizer.decode([i]).isascii() and lm.tokenizer.decode([i]).isprintable()]
+    assert len(singles) > 60 and set(singles) <= kept and len(kept) < len(lm.tokenizer)
+    out = lm.sample(PROMPT, [1.0] * 4, seed=0)
+    assert all(c.text.isascii() and c.tokens_out > 0 for c in out)
+    assert lm.constraints == ["head_vocab:code"]
+
+
+def hf_code_ids(lm):
+    from evo.lm.hf import code_token_ids
+    return code_token_ids(lm.tokenizer, len(lm.tokenizer))
+
+
+def test_bad_decoding_options_fail_before_compute(cfg_factory):
+    with pytest.raises(ConfigError, match="lm.head_vocab"):
+        validate(cfg_factory("lm.head_vocab=tiny"))
+    with pytest.raises(ConfigError, match="lm.decoder=cached"):
+        validate(cfg_factory("lm.decoder=generate", "lm.head_vocab=code"))
+    with pytest.raises(ConfigError, match="crossmut.constrain"):
+        validate(cfg_factory("crossmut.constrain=grammar", "lm.decoder=generate"))
+
+
 def test_missing_models_fail_with_what_to_do(tmp_path):
     with pytest.raises(LMUnavailableError, match="huggingface-cli download"):
         check_available("Salesforce/codegen-350M-mono")

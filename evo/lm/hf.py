@@ -17,6 +17,7 @@ row with its own temperature and its own stop point.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import shutil
 import time
@@ -141,6 +142,86 @@ class _PerRowStop:
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
 
+GROUPED_ATTENTION = "evo_grouped_query"
+
+
+def grouped_query_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                            softcap=None, **kwargs):
+    """Attention with the math of transformers' eager path, for grouped-query models (Gemma-3: 4
+    query heads share 1 key/value head) without materialising the shared heads: the eager and sdpa
+    paths copy each layer's whole K and V cache G times per decode step (repeat_kv, then a
+    transpose), which on this CPU cost more than the layer's matrix products. Here the G query
+    heads of a group are stacked as rows against the one K/V head (a strided matmul, no copy)."""
+    import torch
+    batch, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    if scaling is None:
+        scaling = dim ** -0.5
+    q = query.reshape(batch, kv_heads, groups * q_len, dim)
+    weights = torch.matmul(q, key.transpose(2, 3)) * scaling            # (batch, kv_heads, G * q_len, keys)
+    if softcap is not None:
+        weights = torch.tanh(weights / softcap) * softcap
+    if attention_mask is not None:
+        mask = attention_mask[:, :, :, : key.shape[-2]]
+        weights = (weights.view(batch, kv_heads, groups, q_len, -1) + mask[:, :, None]).view(
+            batch, kv_heads, groups * q_len, -1)
+    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(weights, value)                                   # (batch, kv_heads, G * q_len, dim)
+    return out.view(batch, heads, q_len, dim).transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
+    AttentionMaskInterface.register(GROUPED_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])  # additive float mask
+
+
+def _top_k_top_p(scores, top_k: int, top_p: float):
+    """transformers' top-k then top-p filters (only when lm.top_k > 0 or lm.top_p < 1)."""
+    import torch
+    if top_k:
+        kth = torch.topk(scores, min(top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False, dim=-1)
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - top_p)
+        remove[:, -1] = False
+        scores = scores.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+    return scores
+
+
+def code_token_ids(tokenizer, vocab_size: int) -> list[int]:
+    """The tokens a program of the search can be written with (lm.head_vocab=code): printable ASCII
+    and newlines only, and every run of letters in the token either at most 2 letters long or part of
+    a name of Python (keywords, builtins) or of the libraries children use (flax.linen, jax.numpy,
+    jax.nn, numpy, math), split at camel case. Any other identifier can still be spelt from shorter
+    tokens, so this changes the distribution (how text is tokenised) but not what can be written;
+    special tokens (EOS, ...) are kept. About 18k of Gemma-3's 262k tokens."""
+    import builtins
+    import keyword
+    import re
+    words = set(keyword.kwlist) | set(dir(builtins))
+    for module in ("flax.linen", "jax.numpy", "jax.nn", "numpy", "math"):
+        try:
+            words |= {w for w in dir(__import__(module, fromlist=["_"])) if not w.startswith("_")}
+        except ImportError:
+            pass
+    parts = set()
+    for word in words:
+        for run in re.findall(r"[A-Za-z]+", word):
+            parts.update(p.lower() for p in [run, *re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", run)])
+    pieces = {p[i:j] for p in parts for i in range(len(p)) for j in range(i + 1, len(p) + 1)}
+    printable = re.compile(r"^[\x20-\x7e\n]+$")
+    special = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode([[i] for i in range(vocab_size)])
+    return [i for i, text in enumerate(texts)
+            if i in special or (text and printable.match(text)
+                                and all(len(r) <= 2 or r.lower() in pieces for r in re.findall(r"[A-Za-z]+", text)))]
+
+
 class HFCausalLM:
     """A transformers causal LM that samples the n children of a prompt as one batch."""
 
@@ -148,12 +229,26 @@ class HFCausalLM:
 
     @staticmethod
     def check_config(lm_cfg) -> None:
-        """Fail before any compute when ``lm.model`` cannot be loaded here (config validation)."""
+        """Fail before any compute when ``lm.model`` cannot be loaded here, or a decoding option is
+        not one of its values (config validation)."""
+        from evo.config import ConfigError
+        get = lm_cfg.get if hasattr(lm_cfg, "get") else (lambda k, d=None: getattr(lm_cfg, k, d))
+        for key, allowed in (("decoder", ("cached", "generate")), ("head_vocab", ("full", "code")),
+                             ("attention", ("auto", "model"))):
+            value = get(key, allowed[0])
+            if value not in allowed:
+                raise ConfigError(f"Invalid configuration: lm.{key}={value!r}. Allowed values: {', '.join(allowed)}. "
+                                  f"Fix: pass lm.{key}={allowed[0]}.")
+        if get("decoder", "cached") == "generate" and get("head_vocab", "full") != "full":
+            raise ConfigError("Invalid configuration: lm.head_vocab=code needs lm.decoder=cached (transformers' "
+                              "generate computes the full head). Fix: pass lm.decoder=cached, or lm.head_vocab=full.")
         check_available(lm_cfg.model)
 
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", threads: int = 1,
                  max_new_tokens: int = 160, cache_dir: str = "~/.cache/evo", top_k: int = 0,
-                 top_p: float = 1.0, name: Optional[str] = None, max_batch_size: int = 32):
+                 top_p: float = 1.0, name: Optional[str] = None, max_batch_size: int = 32,
+                 decoder: str = "cached", shared_prefix: bool = True, head_vocab: str = "full",
+                 attention: str = "auto"):
         import torch
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # the search draws its own bars
@@ -163,6 +258,17 @@ class HFCausalLM:
         self.dtype = _torch_dtype(dtype, self.device)
         self.max_new_tokens, self.top_k, self.top_p = max_new_tokens, top_k, top_p
         self.max_batch_size = max(1, int(max_batch_size))
+        if decoder not in ("cached", "generate"):
+            raise ValueError(f"lm.decoder={decoder!r}: expected cached (evo's decode loop) or generate "
+                             "(transformers generate, the sampler before issue 14). Fix: lm.decoder=cached.")
+        if head_vocab not in ("full", "code"):
+            raise ValueError(f"lm.head_vocab={head_vocab!r}: expected full or code. Fix: lm.head_vocab=full.")
+        # decoder=cached: evo's own loop (see _sample_batch_cached); generate: transformers' generate,
+        # kept as the reference the benchmarks compare against.
+        self.decoder, self.shared_prefix, self.head_vocab = decoder, bool(shared_prefix), head_vocab
+        if attention not in ("auto", "model"):
+            raise ValueError(f"lm.attention={attention!r}: expected auto or model. Fix: lm.attention=auto.")
+        self.attention = attention   # auto: grouped_query_attention in the cached loop; model: the model's own
         self.name = name or model
         self.cache_dir = Path(os.path.expanduser(cache_dir))
         t0 = time.time()
@@ -170,6 +276,12 @@ class HFCausalLM:
         self.model.to(self.device).eval()
         self.load_seconds = time.time() - t0
         self._bad_words_cache: dict[tuple, list] = {}
+        self._head_cache: dict = {}        # (head weight id, head_vocab) -> (kept ids, weight rows, bias rows)
+        self._ll_tokenizer = None          # llguidance's view of the tokenizer, built on the first grammar
+        self._matchers: dict[str, object] = {}   # grammar text -> a fresh matcher to copy per row
+        if self.decoder == "generate" and head_vocab != "full":
+            raise ValueError("lm.head_vocab=code needs lm.decoder=cached (generate computes the full head). "
+                             "Fix: lm.decoder=cached, or lm.head_vocab=full.")
 
     # -- loading ---------------------------------------------------------------------------------
     def _load(self, model: str):
@@ -220,15 +332,239 @@ class HFCausalLM:
             self._bad_words_cache[key] = [list(t) for t in sorted(ids)]
         return self._bad_words_cache[key] or None
 
+    supports_grammar = True   # sample(grammar=...) constrains every token (llguidance)
+
+    @property
+    def constraints(self) -> list[str]:
+        """Distribution-changing settings of this backend, recorded on each child's row."""
+        return ["head_vocab:code"] if self.head_vocab == "code" else []
+
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
-               stop: Optional[StopRule] = None, bad_words: Sequence[str] = ()) -> list[Completion]:
+               stop: Optional[StopRule] = None, bad_words: Sequence[str] = (),
+               grammar: Optional[str] = None) -> list[Completion]:
         """One completion per temperature; batches of at most ``max_batch_size`` rows, the i-th
-        batch seeded with ``seed + i`` (so a prompt's samples are reproducible from ``seed``)."""
+        batch seeded with ``seed + i`` (so a prompt's samples are reproducible from ``seed``).
+        ``grammar``: a Lark grammar (llguidance's dialect) every completion must follow."""
         temps, size = list(temperatures), self.max_batch_size
         out: list[Completion] = []
         for i, start in enumerate(range(0, len(temps), size)):
-            out += self._sample_batch(prompt, temps[start:start + size], seed + i, stop, bad_words)
+            if self.decoder == "generate":
+                if grammar is not None:
+                    raise ValueError("A grammar needs lm.decoder=cached. Fix: lm.decoder=cached, or "
+                                     "crossmut.constrain=none.")
+                out += self._sample_batch(prompt, temps[start:start + size], seed + i, stop, bad_words)
+            else:
+                out += self._sample_batch_cached(prompt, temps[start:start + size], seed + i, stop, bad_words,
+                                                 grammar)
         return out
+
+    # -- evo's decode loop -------------------------------------------------------------------------
+    def _parts(self):
+        """(causal LM, its decoder body, its output head, soft prompt embeddings or None) of the model
+        being sampled (with peft prompt tuning active, the soft prompt goes in front of the prompt)."""
+        model, soft = self.model, None
+        if hasattr(model, "get_prompt") and hasattr(model, "word_embeddings"):
+            soft = model.get_prompt(batch_size=1)
+            model = model.base_model
+        return model, model.base_model, model.get_output_embeddings(), soft
+
+    def _head(self, head):
+        """The output head's rows for the kept vocabulary: all of it (head_vocab=full), or the tokens a
+        program can be written with (head_vocab=code, see ``code_token_ids``). Sliced once."""
+        import torch
+        key = (id(head.weight), self.head_vocab)
+        if key not in self._head_cache:
+            if self.head_vocab == "full":
+                self._head_cache[key] = (None, head.weight, getattr(head, "bias", None))
+            else:
+                ids = torch.tensor(code_token_ids(self.tokenizer, int(head.weight.shape[0])), device=self.device)
+                bias = getattr(head, "bias", None)
+                self._head_cache[key] = (ids, head.weight[ids].contiguous(), None if bias is None else bias[ids])
+        return self._head_cache[key]
+
+    def _matcher(self, grammar: str):
+        """A fresh llguidance matcher of ``grammar`` (one per row is copied from it)."""
+        import llguidance
+        import llguidance.hf
+        if self._ll_tokenizer is None:   # ~5-10 s for a 262k vocabulary: once per process
+            self._ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=len(self.tokenizer))
+        if grammar not in self._matchers:
+            spec = llguidance.LLMatcher.grammar_from_lark(grammar)
+            error = llguidance.LLMatcher.validate_grammar(spec, self._ll_tokenizer)
+            if error:
+                raise ValueError(f"The task's grammar does not compile in llguidance: {error}")
+            self._matchers[grammar] = llguidance.LLMatcher(self._ll_tokenizer, spec, log_level=0)
+        return self._matchers[grammar].deep_copy()
+
+    def _sample_batch_cached(self, prompt: str, temperatures: Sequence[float], seed: int,
+                             stop: Optional[StopRule], bad_words: Sequence[str],
+                             grammar: Optional[str]) -> list[Completion]:
+        """The n rows of one prompt, sampled by evo's own loop. Same distribution as ``generate``
+        (head_vocab=full, no grammar), less work:
+
+        - shared prefix: the prompt is run once (1 row) and its KV cache repeated to n rows, instead
+          of n identical prefills (shared_prefix=false runs n rows, for the equivalence test);
+        - a row that has stopped leaves the batch (its cache rows are dropped), so the late steps
+          compute only the rows still writing;
+        - no padding: every row has the same length, so no attention mask is passed; grouped-query
+          models (Gemma-3) attend through ``grouped_query_attention`` (lm.attention=auto), which does
+          not copy the shared K/V heads each step;
+        - sampling by inverse CDF (one uniform per row, from a generator seeded with ``seed``) instead
+          of torch.multinomial's exponential draw over the whole vocabulary (90 ms a step at 8 x 262k).
+        """
+        import torch
+        n = len(temperatures)
+        core, body, head, soft = self._parts()
+        config = core.config
+        keep, weight, bias = self._head(head)
+        softcap = getattr(config, "final_logit_softcapping", None)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        enc = self.tokenizer(prompt, return_tensors="pt")
+        ids = enc.input_ids.to(self.device)
+        prompt_len = ids.shape[1]
+        temps = torch.tensor(list(temperatures), dtype=torch.float32, device=self.device).unsqueeze(1)
+        bad = self._bad_words_ids(bad_words) if bad_words else None
+        single_bad = [b[0] for b in bad or [] if len(b) == 1]
+        multi_bad = [b for b in bad or [] if len(b) > 1]
+        matchers = [self._matcher(grammar) for _ in range(n)] if grammar is not None else None
+        vocab = int(head.weight.shape[0])
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        min_new = self.model.generation_config.min_new_tokens or 0
+        # transformers 5 names the cache argument `cache` (past_key_values is deprecated there)
+        cache_kw = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+        t0 = time.time()
+        saved_attention = self._use_grouped_attention(core)
+        try:
+            return self._decode(prompt_len, ids, n, temperatures, temps, body, soft, weight, bias, keep, softcap,
+                                eos_ids, stop, single_bad, multi_bad, matchers, vocab, gen, min_new, cache_kw, t0)
+        finally:
+            if saved_attention is not None:
+                core.set_attn_implementation(saved_attention)
+
+    def _use_grouped_attention(self, core):
+        """Switch a grouped-query model to ``grouped_query_attention`` for this call (lm.attention=auto);
+        returns the implementation to restore, or None when nothing was changed."""
+        config = core.config
+        heads, kv = getattr(config, "num_attention_heads", 0), getattr(config, "num_key_value_heads", None)
+        current = getattr(config, "_attn_implementation", None)
+        if self.attention != "auto" or not kv or kv >= heads or current not in ("sdpa", "eager"):
+            return None
+        _register_attention()
+        core.set_attn_implementation(GROUPED_ATTENTION)
+        return current
+
+    def _decode(self, prompt_len, ids, n, temperatures, temps, body, soft, weight, bias, keep, softcap, eos_ids,
+                stop, single_bad, multi_bad, matchers, vocab, gen, min_new, cache_kw, t0):
+        import numpy as np
+        import torch
+
+        def logits_of(hidden):
+            scores = torch.nn.functional.linear(hidden, weight, bias).float()
+            if softcap:
+                scores = torch.tanh(scores / softcap) * softcap
+            return scores
+
+        generated: list[list[int]] = [[] for _ in range(n)]
+        done: dict[int, tuple[int, str]] = {}
+        alive = list(range(n))            # rows still in the batch, in cache order
+        with torch.no_grad():
+            rows = 1 if self.shared_prefix else n
+            if soft is not None:
+                embeds = torch.cat([soft.to(weight.dtype), body.get_input_embeddings()(ids)], dim=1)
+                out = body(inputs_embeds=embeds.repeat(rows, 1, 1), use_cache=True)
+            else:
+                out = body(input_ids=ids.repeat(rows, 1), use_cache=True)
+            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+            if rows == 1 and n > 1:
+                cache.batch_repeat_interleave(n)
+                hidden = hidden.expand(n, -1)
+            position = cache.get_seq_length()
+            for step in range(self.max_new_tokens):
+                scores = logits_of(hidden) / temps[alive]
+                if step < min_new:   # generation_config.min_new_tokens, as generate honours it
+                    self._ban(scores, alive, generated, sorted(eos_ids), [], keep)
+                if single_bad or multi_bad:
+                    self._ban(scores, alive, generated, single_bad, multi_bad, keep)
+                if matchers is not None:
+                    self._constrain(scores, alive, matchers, keep, vocab, np)
+                if self.top_k or self.top_p < 1.0:
+                    scores = _top_k_top_p(scores, self.top_k, self.top_p)
+                probs = torch.softmax(scores, dim=-1)
+                cdf = probs.cumsum(dim=-1)
+                u = torch.rand((len(alive), 1), generator=gen, device=self.device) * cdf[:, -1:]
+                picked = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[1] - 1).squeeze(1)
+                tokens = (picked if keep is None else keep[picked]).tolist()
+                still = []
+                for pos, (row, token) in enumerate(zip(alive, tokens)):
+                    generated[row].append(token)
+                    if matchers is not None:
+                        matchers[row].consume_token(token)
+                    if token in eos_ids:
+                        done[row] = (len(generated[row]) - 1, "eos")
+                    elif stop is not None and stop(self.tokenizer.decode(generated[row], skip_special_tokens=True)):
+                        done[row] = (len(generated[row]), "rule")
+                    elif matchers is not None and matchers[row].is_stopped():
+                        done[row] = (len(generated[row]), "grammar")
+                    else:
+                        still.append(pos)
+                if not still or step == self.max_new_tokens - 1:
+                    break
+                if len(still) < len(alive):   # stopped rows leave the batch
+                    index = torch.tensor(still, device=self.device)
+                    cache.batch_select_indices(index)
+                    tokens = [tokens[i] for i in still]
+                    alive = [alive[i] for i in still]
+                step_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
+                out = body(input_ids=step_ids, use_cache=True, **{cache_kw: cache},
+                           cache_position=torch.tensor([position], device=self.device))
+                position += 1
+                cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+        seconds = time.time() - t0
+        completions = []
+        for row, temp in enumerate(temperatures):
+            n_out, reason = done.get(row, (len(generated[row]), "max_tokens"))
+            completions.append(Completion(
+                text=self.tokenizer.decode(generated[row][:n_out], skip_special_tokens=True), temperature=float(temp),
+                tokens_in=prompt_len, tokens_out=int(n_out), stop_reason=reason, seconds=seconds / n))
+        return completions
+
+    @staticmethod
+    def _ban(scores, alive, generated, single_bad, multi_bad, keep):
+        """Banned words as transformers' NoBadWordsLogitsProcessor bans them: a one-token word never,
+        a longer one at its last token when the row has just written the rest."""
+        import torch
+        def column(token):   # the token's column in the (possibly sliced) head, or None
+            if keep is None:
+                return token
+            hit = (keep == token).nonzero()
+            return int(hit[0, 0]) if len(hit) else None
+        cols = [c for c in (column(t) for t in single_bad) if c is not None]
+        if cols:
+            scores[:, torch.tensor(cols)] = float("-inf")
+        for pos, row in enumerate(alive):
+            for word in multi_bad:
+                if len(generated[row]) >= len(word) - 1 and generated[row][len(generated[row]) - len(word) + 1:] == word[:-1]:
+                    c = column(word[-1])
+                    if c is not None:
+                        scores[pos, c] = float("-inf")
+
+    @staticmethod
+    def _constrain(scores, alive, matchers, keep, vocab, np):
+        """The grammar's mask on each row: tokens it does not allow get -inf. With head_vocab=code the
+        mask is taken over the same kept ids; the kept ids hold every printable one-character token, so
+        an ASCII grammar always leaves a row some allowed token. A row whose matcher allows nothing
+        (stopped, or in error) is left unmasked: it ends at this step's check."""
+        import torch
+        for pos, row in enumerate(alive):
+            bits = np.frombuffer(matchers[row].compute_bitmask(), dtype=np.uint8)
+            allowed = torch.from_numpy(np.unpackbits(bits, bitorder="little")[:vocab].astype(bool))
+            if keep is not None:
+                allowed = allowed[keep]
+            if not bool(allowed.any()):
+                continue   # the matcher is stopped or in error: the row ends at this step's check
+            scores[pos].masked_fill_(~allowed, float("-inf"))
 
     def _sample_batch(self, prompt: str, temperatures: Sequence[float], seed: int,
                       stop: Optional[StopRule], bad_words: Sequence[str]) -> list[Completion]:

@@ -125,7 +125,7 @@ class OpenAICompatibleLM:
                  max_new_tokens: int = 160, top_p: float = 1.0, concurrency: int = 4,
                  timeout_s: float = 120.0, max_retries: int = 5, backoff_s: float = 1.0,
                  stop_strings: Sequence[str] = (), send_seed: bool = True, stream: bool = False,
-                 extra_body: Optional[dict] = None):
+                 extra_body: Optional[dict] = None, grammar_field: Optional[str] = None):
         if endpoint not in ("completions", "chat"):
             raise ValueError(f"lm.endpoint={endpoint!r}: use 'completions' (base models) or 'chat'.")
         if not str(base_url).startswith(("http://", "https://")):
@@ -143,13 +143,22 @@ class OpenAICompatibleLM:
         self.stop_strings = list(stop_strings or [])
         self.send_seed, self.stream = bool(send_seed), bool(stream)
         self.extra_body = dict(extra_body or {})
+        # crossmut.constrain=grammar: the task's Lark grammar goes into this request field (vLLM:
+        # guided_grammar, with extra_body {guided_decoding_backend: guidance} for Lark); unset: not sent.
+        self.grammar_field = grammar_field or None
+        self.supports_grammar = self.grammar_field is not None
+        self.grammar_unsupported = ("lm.grammar_field is unset (vLLM: lm.grammar_field=guided_grammar; llama.cpp's "
+                                    "`grammar` field takes GBNF, not the Lark grammar evo's tasks declare)")
+        self._grammar: Optional[str] = None
         self.url = self.base_url + ("/completions" if endpoint == "completions" else "/chat/completions")
         self._warned_bad_words = False
         self._jitter = random.Random()  # private: backoff jitter must not consume the search's RNG
 
     # -- the LanguageModel interface -------------------------------------------------------------
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
-               stop: Optional[StopRule] = None, bad_words: Sequence[str] = ()) -> list[Completion]:
+               stop: Optional[StopRule] = None, bad_words: Sequence[str] = (),
+               grammar: Optional[str] = None) -> list[Completion]:
+        self._grammar = grammar if self.grammar_field else None
         if bad_words and not self._warned_bad_words:
             self._warned_bad_words = True
             log.warning("lm %s: bad_words %s are ignored: a remote OpenAI-compatible server cannot ban "
@@ -187,6 +196,8 @@ class OpenAICompatibleLM:
             body["stream"] = True
             # OpenAI and vLLM send usage in a stream only when asked; others ignore the field.
             body["stream_options"] = {"include_usage": True}
+        if self._grammar is not None:
+            body[self.grammar_field] = self._grammar
         body.update(self.extra_body)  # server-specific fields (vLLM top_k, transformers generation_config...)
         return body
 

@@ -35,6 +35,11 @@ class Task:
     seeds_dir: Optional[str]
     banned_words: list = []  # strings the LM may not write (names that do not exist in the child's language)
 
+    def grammar(self) -> Optional[str]:
+        """The child language as a Lark grammar of what the LM writes after the prefill (llguidance's
+        dialect), for crossmut.constrain=grammar; None: this task declares none (samples unconstrained)."""
+        return None
+
     def seed_programs(self) -> dict[str, str]:
         folder = Path(self.seeds_dir) if self.seeds_dir else REPO_ROOT / "seeds" / self.name
         files = sorted(folder.glob("*.py"))

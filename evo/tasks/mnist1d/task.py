@@ -30,6 +30,11 @@ class MNIST1DTask(Task):
         self.seeds_dir = seeds_dir
         self.banned_words = list(banned_words)
 
+    def grammar(self) -> str:
+        """The ``@nn.compact`` body language, keywords from the installed flax (evo/tasks/mnist1d/grammar.py)."""
+        from evo.tasks.mnist1d.grammar import lark_grammar
+        return lark_grammar()
+
     def data_path(self, cache_dir: Path) -> Path:
         d = self.data_kwargs
         return Path(cache_dir) / "data" / f"mnist1d_s{d['dataset_seed']}_v{d['val_size']}_p{d['split_seed']}.npz"
