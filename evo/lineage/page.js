@@ -71,7 +71,7 @@ function main(D) {
       { selector: "node:selected", style: { "border-width": 5, "border-color": "#d62728", "z-index": 10 } },
     ],
     // Positions from evo/lineage (igraph's Sugiyama order, one layer per round, seeds on top).
-    layout: { name: "preset", fit: true, padding: 20 },
+    layout: { name: "preset", fit: true, padding: 30 },
   });
 
   function recolor() {
@@ -138,10 +138,12 @@ function main(D) {
   ], { ...small, barmode: "overlay", title: { text: "children per round", font: { size: 12 }, x: 0.02, y: 0.97 },
        xaxis: { title: { text: "round", standoff: 2 }, dtick: 1 } },
      { displayModeBar: false, responsive: true });
+  const anyScored = R.some((r) => r.best_fitness_so_far !== null);
   Plotly.newPlot("best", [
     { x: R.map((r) => r.round), y: R.map((r) => r.best_fitness_so_far), name: "best so far", mode: "lines+markers", type: "scatter", line: { shape: "hv" } },
     { x: R.map((r) => r.round), y: R.map((r) => r.best_fitness_round), name: "best of round", mode: "markers", type: "scatter" },
-  ], { ...small, title: { text: "fitness", font: { size: 12 }, x: 0.02, y: 0.97 }, xaxis: { title: { text: "round", standoff: 2 }, dtick: 1 } },
+  ], { ...small, title: { text: "fitness", font: { size: 12 }, x: 0.02, y: 0.97 }, xaxis: { title: { text: "round", standoff: 2 }, dtick: 1 },
+       annotations: anyScored ? [] : [{ text: "no scored child yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }] },
      { displayModeBar: false, responsive: true });
 
   // -- selection ------------------------------------------------------------------------------
@@ -243,8 +245,23 @@ function main(D) {
   document.getElementById("color-by").addEventListener("change", (e) => { state.colorBy = e.target.value; recolor(); });
   document.getElementById("show-failed").addEventListener("change", (e) => showFailed(e.target.checked));
 
+  // Layer labels (seeds, round t) beside the tree, following pan and zoom.
+  const layerY = new Map();
+  for (const n of D.nodes) layerY.set(n.round, n.y);
+  const labels = document.getElementById("layers");
+  labels.innerHTML = [...layerY.keys()].sort((a, b) => a - b)
+    .map((r) => `<span data-round="${r}">${r < 0 ? "seeds" : "round " + r}</span>`).join("");
+  const placeLabels = () => {
+    const z = cy.zoom(), py = cy.pan().y;
+    labels.querySelectorAll("span").forEach((el) => { el.style.top = (layerY.get(+el.dataset.round) * z + py - 7) + "px"; });
+  };
+  cy.on("viewport", placeLabels);
+  document.getElementById("fit").addEventListener("click", () => cy.fit(undefined, 20));
+  cy.on("dbltap", (ev) => { if (ev.target === cy) cy.fit(undefined, 20); });
+
   // A small tree fitted to the panel would be drawn huge: cap the zoom.
   if (cy.zoom() > 1.6) { cy.zoom(1.6); cy.center(); }
+  placeLabels();
   recolor();
   updateCounts();
   window.LINEAGE = { data: D, cy, select, search, state };
