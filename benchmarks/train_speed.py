@@ -10,6 +10,15 @@ AdamW lr 0.01, weight decay 1e-4, evaluation every 250 steps) with
 Both run in this process, one after the other, single-threaded; ``--repeats N`` runs each N times
 alternately and keeps the fastest run of each (the VM's 2 cores are shared: timings are noisy);
 ``--cpu N`` pins the whole process to core N, as the sandbox pins a child.
+
+    python benchmarks/train_speed.py --sandbox [--repeats 2] [--out benchmarks/results/train_speed_sandbox.json]
+
+``--sandbox`` instead measures the cost of the trust boundary on one whole child evaluation: the seed CNN
+through ``evo.sandbox.run_in_sandbox`` (bwrap where usable, rlimits, cgroup, pinned to ``--cpu``, default 0)
+on the former single-process path (``harness:evaluate_in_child``: build, check and train where the child's
+Python runs) and on the two-process path the search uses (``harness:evaluate_source``: export in the
+sandboxed child, checks, training and scoring in a fresh trusted process), alternately, keeping the fastest
+run of each.
 """
 
 from __future__ import annotations
@@ -126,14 +135,68 @@ def machine_info():
     }
 
 
+def run_sandbox_comparison(args) -> dict:
+    """Per-child wall time, single-process (old) vs export + trusted process (new), same run, alternated."""
+    import tempfile
+
+    from evo.sandbox import SandboxLimits, run_in_sandbox
+    from evo.tasks.mnist1d.data import make_splits, save_splits
+
+    code = (ROOT / "seeds/mnist1d/cnn.py").read_text()
+    paths = {"single_process": "evo.tasks.mnist1d.harness:evaluate_in_child",
+             "trusted_two_process": "evo.tasks.mnist1d.harness:evaluate_source"}
+    runs = {name: [] for name in paths}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "splits.npz")
+        save_splits(make_splits(), data)
+        kwargs = {"data_path": data, "steps": args.steps, "eval_every": 250, "seed": args.seed}
+        for _ in range(args.repeats):
+            for name, entry in paths.items():
+                res = run_in_sandbox(entry, kwargs, code, SandboxLimits(timeout_s=1800), readonly_paths=[data],
+                                     extra_env=CHILD_ENV, cpus=[args.cpu if args.cpu is not None else 0])
+                if res.status != "ok":
+                    raise SystemExit(f"{name}: {res.status} {res.reason}\n{res.log_tail}")
+                runs[name].append({"wall_s": res.wall_s, **{k: res.payload[k] for k in (
+                    "num_params", "val_accuracy", "test_accuracy", "compile_s", "train_s")}})
+                print(f"  {name:20s} {res.wall_s:6.1f} s  (compile {res.payload['compile_s']:.1f} s, "
+                      f"train {res.payload['train_s']:.1f} s)  {res.isolation}", flush=True)
+    best = {name: min(r["wall_s"] for r in rs) for name, rs in runs.items()}
+    return {
+        "protocol": {"model": "seeds/mnist1d/cnn.py", "steps": args.steps, "batch_size": 128, "eval_every": 250,
+                     "seed": args.seed, "repeats": args.repeats, "pinned_cpu": args.cpu or 0,
+                     "paths": paths, "note": "wall_s: the whole sandboxed evaluation of one child (both "
+                     "processes for the two-process path), fastest of the repeats"},
+        "best_wall_s": best,
+        "ratio_two_process_over_single": best["trusted_two_process"] / best["single_process"],
+        "same_scores": all(a["val_accuracy"] == b["val_accuracy"] and a["test_accuracy"] == b["test_accuracy"]
+                           and a["num_params"] == b["num_params"]
+                           for a, b in zip(runs["single_process"], runs["trusted_two_process"])),
+        "runs": runs,
+        "loadavg_before_after": [load_before, os.getloadavg()],
+        "machine": machine_info(),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="alternate runs; keep the fastest of each")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this core (as a sandboxed child is)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train_speed.json"))
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/train_speed[_sandbox].json")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="compare whole sandboxed child evaluations: single process vs trusted two-process")
     args = parser.parse_args(argv)
+    if args.sandbox:
+        result = run_sandbox_comparison(args)
+        out = pathlib.Path(args.out or ROOT / "benchmarks/results/train_speed_sandbox.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"two-process / single-process wall time per child: {result['ratio_two_process_over_single']:.3f} "
+              f"(best {result['best_wall_s']}), same scores: {result['same_scores']} -> {out}")
+        return result
+    args.out = args.out or str(ROOT / "benchmarks/results/train_speed.json")
 
     from evo.tasks.mnist1d.data import make_splits
 

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from evo import outcome
-from evo.sandbox_worker import OOM_SIGNATURES
+from evo.sandbox_worker import OOM_SIGNATURES, set_non_dumpable
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,8 @@ def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str
         mem = f"memory={limits.memory_mb}MB," if limits.memory_mb else ""
         parts.append(f"cgroup({mem}tasks={limits.max_tasks})")
     parts.append(f"wall={limits.timeout_s:g}s")
+    # always: the search process is made non-dumpable and the worker drops every capability (see run_in_sandbox)
+    parts.append("secrets(nondumpable-parent,no-caps)")
     return "+".join(parts)
 
 
@@ -409,6 +411,10 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     first returned; the result is the trusted stage's (or the first stage's failure). ``wall_s`` is the sum,
     ``log_tail`` the end of both logs.
     """
+    # Secrets of the search process (API keys in its environment, its memory, its open files): with the process
+    # non-dumpable, /proc/<pid>/environ, mem and fd/ are refused to every process without CAP_SYS_PTRACE, and the
+    # worker drops all capabilities before any child code runs (a root search's children would have it).
+    set_non_dumpable()
     common = dict(scratch_root=scratch_root, extra_pythonpath=extra_pythonpath, extra_env=extra_env,
                   devices=devices, cpus=cpus)
     if entry not in TWO_STAGE:

@@ -104,7 +104,53 @@ def _prctl(option: int, arg: int) -> None:
 
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def set_non_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: /proc/<pid>/environ, mem, fd/ and ptrace of this process are refused to every other
+    process of the same uid that lacks CAP_SYS_PTRACE (the search process and the trusted stage call it)."""
+    _prctl(_PR_SET_DUMPABLE, 0)
+
+
+def drop_capabilities() -> bool:
+    """Drop every capability (bounding, ambient, effective, permitted, inheritable) and set no_new_privs, so
+    that a child of a root search process cannot use CAP_SYS_PTRACE / CAP_DAC_* to read the non-dumpable
+    search process or other children. True if /proc/self/status then shows no effective capability."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        for cap in range(64):  # EINVAL past the kernel's last capability, EPERM without CAP_SETPCAP: both fine
+            libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class Data(ctypes.Structure):
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                        ("inheritable", ctypes.c_uint32)]
+
+        header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two Data structs
+        data = (Data * 2)()
+        libc.capset(ctypes.byref(header), data)
+    except Exception:
+        pass
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16) == 0
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _descendants(root: int) -> list[int]:
@@ -191,6 +237,7 @@ def main(argv: list[str]) -> int:
 
     # 2. protections that need to be in place before the child's code runs
     os.set_inheritable(result_fd, False)  # grandchildren must not get the channel
+    set_non_dumpable()  # a trusted stage keeps it; an untrusted child could undo it, but only for itself
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # parent gone -> we go (no bwrap case)
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphaned grandchildren stay ours to kill
     for path in reversed(spec.get("pythonpath") or []):
@@ -205,6 +252,8 @@ def main(argv: list[str]) -> int:
             # XLA:CPU sizes its thread pool by the affinity mask, and no flag limits it: pinning is
             # what makes a 1-thread child use 1 core (and train deterministically).
             os.sched_setaffinity(0, spec["cpus"])
+        if not drop_capabilities() and os.geteuid() == 0:
+            raise RuntimeError("could not drop the capabilities of a root worker: refusing to run the entry")
         module_name, _, func_name = entry.partition(":")
         import importlib
 
