@@ -22,9 +22,15 @@ class MNIST1DTask(Task):
                  weight_decay: float = 1e-4, eval_every: int = 250, val_size: int = 500,
                  dataset_seed: int = 42, split_seed: int = 0, train_seed: int = 0,
                  allowed_imports: Sequence[str] = ("flax", "jax", "numpy", "math", "functools"),
-                 seeds_dir: Optional[str] = None, banned_words: Sequence[str] = (), name: str = "mnist1d"):
+                 seeds_dir: Optional[str] = None, banned_words: Sequence[str] = (), name: str = "mnist1d",
+                 fit_on_val: bool = False, shuffle: bool = True):
+        # fit_on_val, shuffle: only for the MNIST-1D paper's protocol (benchmarks/mnist1d_published.py,
+        # passed as +task.fit_on_val=true); not in conf/task/mnist1d.yaml, so stored runs' task settings
+        # (and their resume checks) are unchanged. See train_and_evaluate.
         self.train_kwargs = dict(steps=train_steps, batch_size=batch_size, learning_rate=learning_rate,
                                  weight_decay=weight_decay, eval_every=eval_every, seed=train_seed)
+        if fit_on_val or not shuffle:
+            self.train_kwargs.update(fit_on_val=bool(fit_on_val), shuffle=bool(shuffle))
         self.data_kwargs = dict(dataset_seed=dataset_seed, val_size=val_size, split_seed=split_seed)
         self.allowed_imports = list(allowed_imports)
         self.seeds_dir = seeds_dir
