@@ -5,10 +5,16 @@ Runs one real search round per variant (same LM, same seeds, same sample budget)
 
     python benchmarks/operator_yield.py                      # all variants, 6 prompts x 8 samples each
     python benchmarks/operator_yield.py --variants paper demo --prompts 4
+    python benchmarks/operator_yield.py --variants demo_generate demo_cached demo_code_head demo_grammar demo_all
+        # issue 14: today's sampler, each speed-up, the grammar, all together (demo settings, 48 samples each)
 
 "new working" = trained to the end (status ok or filtered) and not a copy of any earlier program;
 "scored" = also passed alpha; "copies" = the sample was a known program (a parent, a seed, or an
-earlier sample).
+earlier sample). "invented names" = build errors from a name or keyword argument that does not exist
+(NameError, unexpected keyword argument, no such attribute). LM figures (tokens/s, samples and new working
+per LM-hour) sum the children's ``lm_seconds`` (each row's share of its batch's wall time): they are taken
+while other jobs share the CPU, and the runs are consecutive, so compare them with the interleaved ratios of
+benchmarks/sampling_speed.py.
 """
 
 from __future__ import annotations
@@ -36,6 +42,18 @@ VARIANTS = {
     "plus_resample_copies": ["crossmut.parent_order=fittest_last", "crossmut.temperatures=[0.6,0.8,1.0]",
                              "crossmut.resample_copies=1"],
 }
+# Issue 14, at the demo's operator settings (conf/experiment/demo.yaml): the sampler before it
+# (transformers generate), evo's cached decoder (same distribution), the code-token head, the grammar,
+# and everything together with one resampling batch for copies.
+DEMO = ["crossmut.parent_order=fittest_last", "crossmut.temperatures=[0.6,0.8,1.0]"]
+VARIANTS.update({
+    "demo_generate": [*DEMO, "lm.decoder=generate"],
+    "demo_cached": [*DEMO, "lm.decoder=cached"],
+    "demo_code_head": [*DEMO, "lm.head_vocab=code"],
+    "demo_grammar": [*DEMO, "crossmut.constrain=grammar"],
+    "demo_all": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar", "crossmut.resample_copies=1"],
+})
+INVENTED = ("NameError", "unexpected keyword argument", "has no attribute", "is not defined")
 
 
 def run_variant(name: str, overrides: list[str], args, out_root: Path) -> dict:
@@ -44,18 +62,26 @@ def run_variant(name: str, overrides: list[str], args, out_root: Path) -> dict:
            f"search.prompts_per_round={args.prompts}", f"crossmut.samples_per_prompt={args.samples}",
            f"task.train_steps={args.train_steps}", "progress=false", f"seed={args.seed}", f"hydra.run.dir={run_dir}"]
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"variant {name} failed:\n{r.stderr[-3000:]}")
+    if not (run_dir / "archive.sqlite").exists() or args.rerun:   # resumable: a finished variant is read back
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"variant {name} failed:\n{r.stderr[-3000:]}")
     db = sqlite3.connect(run_dir / "archive.sqlite")
-    rows = db.execute("SELECT status, repairs FROM children WHERE round >= 0").fetchall()
-    status = Counter(s for s, _ in rows)
-    repairs = Counter(rep.split(":")[0] for _, reps in rows for rep in json.loads(reps))
+    rows = db.execute("SELECT status, repairs, reason, tokens_out, lm_seconds FROM children WHERE round >= 0").fetchall()
+    status = Counter(r[0] for r in rows)
+    repairs = Counter(rep.split(":")[0] for r in rows for rep in json.loads(r[1]))
+    invented = sum(1 for r in rows if r[0] == "build_error" and any(k in (r[2] or "") for k in INVENTED))
     n = len(rows)
     working = status["ok"] + status["filtered"]
+    tokens, lm_s = sum(r[3] or 0 for r in rows), sum(r[4] or 0.0 for r in rows)
     return {"variant": name, "overrides": overrides, "samples": n, "new_working": working,
             "new_working_per_sample": working / n, "scored": status["ok"], "scored_per_sample": status["ok"] / n,
             "copies": status["duplicate"], "statuses": dict(status), "repairs": dict(repairs),
+            "syntax_error_share": status["syntax_error"] / n, "invented_name_build_errors": invented,
+            "invented_name_share": invented / n, "tokens_out": tokens, "lm_seconds": round(lm_s, 1),
+            "tokens_per_s": round(tokens / lm_s, 2) if lm_s else None,
+            "samples_per_lm_hour": round(3600 * n / lm_s, 1) if lm_s else None,
+            "new_working_per_lm_hour": round(3600 * working / lm_s, 1) if lm_s else None,
             "seconds": round(time.time() - t0, 1), "run_dir": str(run_dir)}
 
 
@@ -67,14 +93,19 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "operator_yield.json"))
+    ap.add_argument("--run-root", default=None,
+                    help="folder of the variants' runs; a variant whose run is there is read back, not rerun")
+    ap.add_argument("--rerun", action="store_true", help="run variants again even if --run-root holds them")
     args = ap.parse_args()
-    out_root = REPO / "outputs" / "benchmarks" / f"operator_yield_{time.strftime('%Y%m%d_%H%M%S')}"
+    out_root = Path(args.run_root) if args.run_root else \
+        REPO / "outputs" / "benchmarks" / f"operator_yield_{time.strftime('%Y%m%d_%H%M%S')}"
     results = []
     for name in args.variants:
         res = run_variant(name, VARIANTS[name], args, out_root)
         results.append(res)
         print(f"{name}: {res['new_working']}/{res['samples']} new working, {res['scored']} scored, "
-              f"{res['copies']} copies ({res['seconds']} s)", flush=True)
+              f"{res['copies']} copies, {res['new_working_per_lm_hour']} new working per LM-hour "
+              f"({res['seconds']} s)", flush=True)
     # Variants not run this time keep their earlier figures (each is a separate run of the same protocol).
     out = Path(args.out)
     earlier = json.loads(out.read_text())["results"] if out.exists() else []
@@ -86,10 +117,13 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d"), "results": results}
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2))
-    print("\n| variant | samples | new working / sample | scored / sample | copies |\n|---|---:|---:|---:|---:|")
+    print("\n| variant | samples | new working / sample | scored / sample | copies | syntax err | invented names "
+          "| tokens/s | samples / LM-h | new working / LM-h |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['variant']} | {r['samples']} | {r['new_working_per_sample']:.2f} | "
-              f"{r['scored_per_sample']:.2f} | {r['copies']} |")
+              f"{r['scored_per_sample']:.2f} | {r['copies']} | {r.get('syntax_error_share', float('nan')):.0%} | "
+              f"{r.get('invented_name_share', float('nan')):.0%} | {r.get('tokens_per_s')} | "
+              f"{r.get('samples_per_lm_hour')} | {r.get('new_working_per_lm_hour')} |")
     print(f"\nwritten: {args.out}")
 
 

@@ -48,6 +48,9 @@ def round_stats(archive: Archive) -> list[dict]:
             "lm_seconds": sum(r["lm_seconds"] or 0 for r in rs),
             "eval_seconds": sum(r["eval_seconds"] or 0 for r in rs),
         })
+        lm_hours = stats[-1]["lm_seconds"] / 3600
+        # the operator's yield per unit of LM time (issue 14's measure): None when no LM time was recorded
+        stats[-1]["new_working_per_lm_hour"] = working / lm_hours if lm_hours > 0 else None
     return stats
 
 
@@ -63,10 +66,12 @@ def _fmt(x, spec: str) -> str:
 
 def summary_text(stats: list[dict], best: list[dict], seeds: list[dict]) -> str:
     lines = ["## Rounds", "",
-             "| round | samples | new working | rate | scored | copies of a parent | best fitness (round) | best fitness (so far) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| round | samples | new working | rate | new working / LM-hour | scored | copies of a parent "
+             "| best fitness (round) | best fitness (so far) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in stats:
         lines.append(f"| {s['round']} | {s['samples']} | {s['new_working']} | {s['new_working_rate']:.2f} | "
+                     f"{_fmt(s.get('new_working_per_lm_hour'), '.0f')} | "
                      f"{s['scored']} | {s['copies_of_parent']} | {_fmt(s['best_fitness_round'], '.1f')} | "
                      f"{_fmt(s['best_fitness_so_far'], '.1f')} |")
     total = sum(s["samples"] for s in stats)

@@ -388,7 +388,8 @@ def _round_metrics(archive: Archive, r: int, stats: dict[int, dict]) -> dict[str
              "round/duplicates": s.get("duplicates", 0), "round/copies_of_parent": s.get("copies_of_parent", 0),
              "round/best_fitness": s.get("best_fitness_round"),
              "round/median_fitness": s.get("median_fitness_round"),
-             "round/best_fitness_so_far": s.get("best_fitness_so_far")}
+             "round/best_fitness_so_far": s.get("best_fitness_so_far"),
+             "round/new_working_per_lm_hour": s.get("new_working_per_lm_hour")}
     m["round/hypervolume"] = run_hypervolume(archive, upto_round=r, error="val")
     return {k: v for k, v in m.items() if v is not None}
 

@@ -210,6 +210,7 @@ def test_offline_run_logs_rounds_table_and_artifacts(cfg_factory, tmp_path, wand
     assert r0["round/hypervolume"] > 0
     assert r0["round/hypervolume"] == pytest.approx(run_hypervolume(archive, upto_round=0))
     assert (r0["round/lm_tokens_in"], r0["round/lm_tokens_out"], r0["round/lm_seconds"]) == (400, 130, 7.0)
+    assert r0["round/new_working_per_lm_hour"] == pytest.approx(2 / (7.0 / 3600))   # 2 working in 7 LM seconds
     assert (r0["round/train_seconds_cpu"], r0["round/train_seconds_gpu"]) == (5.0, 5.0)
     assert r0["round/tuning_seconds"] == 0.0                   # tuned after round 0: spent in round 1
     assert r0["cost/sandbox_seconds"] == pytest.approx(8.0 + 13.0) and r0["cost/children"] == 6
