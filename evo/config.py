@@ -235,6 +235,14 @@ def _check_evaluator(ev: DictConfig) -> None:
         if ev.workers is not None and ev.workers < 1:
             _fail("evaluator.workers", ev.workers, "It is the number of children evaluated at once.",
                   "pass evaluator.workers=1 or more, or null (the cores less the LM's threads).")
+        from evo.devices import plan_devices, visible_gpus   # the GPU keys (evo/devices.py says what they mean)
+        device = ev.get("device", "auto")
+        try:
+            plan_devices(visible_gpus() if device != "cpu" else [], device=device, workers=ev.workers,
+                         workers_per_gpu=ev.get("workers_per_gpu", 1), memory_fraction=ev.get("gpu_memory_fraction"),
+                         lm_device=ev.get("lm_device"), lm_memory_fraction=ev.get("lm_memory_fraction", 0.25))
+        except ValueError as exc:
+            raise ConfigError(f"Invalid configuration: {exc}") from None
     elif target.endswith(".SlurmEvaluator"):
         for key in ("gpus_per_child", "cpus_per_child", "array_parallelism", "max_resubmits"):
             low = 1 if key in ("cpus_per_child", "array_parallelism") else 0

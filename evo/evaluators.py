@@ -48,36 +48,61 @@ def default_workers(reserve_cores: int) -> int:
     return max(1, cores - max(0, reserve_cores))
 
 
+def evaluate_for_slot(evaluate: FilterAndEval, slot) -> FilterAndEval:
+    """FILTERANDEVAL for one device slot (evo.devices.Slot): the CPU slot is ``evaluate`` itself (today's path);
+    a GPU slot's cascade gets that GPU's environment (visible GPU, XLA memory share, no preallocation) and
+    exactly its device files, with RLIMIT_AS off (see FilterAndEval.on_gpu)."""
+    if slot.gpu is None:
+        return evaluate
+    gpu = evaluate.on_gpu(visible=slot.env["CUDA_VISIBLE_DEVICES"], devices=list(slot.devices))
+    gpu.env.update(slot.env)
+    return gpu
+
+
 class LocalEvaluator:
-    """``evaluator=local``: ``workers`` children at once on this machine, each pinned to its own core."""
+    """``evaluator=local``: ``workers`` children at once on this machine, each pinned to its own core, and on
+    a machine with GPUs each on its share of one GPU (``device``, ``workers_per_gpu``: evo/devices.py)."""
 
     name = "local"
 
-    def __init__(self, workers: Optional[int] = None, pin_cpus: bool = True, reserve_cores: int = 1):
-        self.workers = int(workers) if workers else default_workers(reserve_cores)
+    def __init__(self, workers: Optional[int] = None, pin_cpus: bool = True, reserve_cores: int = 1,
+                 device: str = "auto", workers_per_gpu: int = 1, gpu_memory_fraction: Optional[float] = None,
+                 lm_memory_fraction: float = 0.25, lm_device: Optional[str] = None):
+        from evo.devices import plan_devices, visible_gpus
+        # Where children train (evo/devices.py): a machine without /dev/nvidia<N> gets today's CPU plan.
+        self.plan = plan_devices(visible_gpus() if device != "cpu" else [], device=device,
+                                 workers=int(workers) if workers else None,
+                                 cpu_workers=default_workers(reserve_cores), workers_per_gpu=workers_per_gpu,
+                                 memory_fraction=gpu_memory_fraction, lm_device=lm_device,
+                                 lm_memory_fraction=lm_memory_fraction)
+        self.workers = self.plan.workers
         self.pin_cpus = pin_cpus
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._slots: list[Optional[list[int]]] = []
+        self._slots: list[tuple[Optional[list[int]], FilterAndEval, str]] = []
         self._slots_lock = threading.Lock()
 
     def start(self, evaluate: FilterAndEval, run_dir: Path, on_submit: Optional[OnSubmit] = None,
               resume: Optional[dict[int, dict]] = None) -> None:
         self._evaluate, self._on_submit = evaluate, on_submit
-        self._slots = cpu_slots(self.workers, self.pin_cpus)
+        cpus = cpu_slots(self.workers, self.pin_cpus)
+        self._slots = [(c, evaluate_for_slot(evaluate, slot), slot.where) for c, slot in zip(cpus, self.plan.slots)]
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="eval")
-        log.info("evaluator local: %d worker(s)%s", self.workers,
-                 f", pinned to cores {[s[0] for s in self._slots]}" if self._slots and self._slots[0] else "")
+        log.info("evaluator local: %d worker(s)%s%s", self.workers,
+                 f", pinned to cores {[s[0][0] for s in self._slots]}" if self._slots and self._slots[0][0] else "",
+                 f"; {self.plan.describe()}" if self.plan.on_gpu else "")
 
     def _run(self, child_id: int, code: str) -> Evaluation:
-        if self._on_submit is not None:
-            self._on_submit(child_id, {"evaluator": "local"})
-        with self._slots_lock:   # one slot per running child: no two children share a pinned core
-            cpus = self._slots.pop()
+        with self._slots_lock:   # one slot per running child: no two children share a pinned core (or GPU share)
+            slot = self._slots.pop()
+        cpus, evaluate, where = slot
         try:
-            return self._evaluate(code, cpus=cpus)
+            if self._on_submit is not None:
+                self._on_submit(child_id, {"evaluator": "local"} if where == "cpu" else
+                                {"evaluator": "local", "device": where})
+            return evaluate(code, cpus=cpus)
         finally:
             with self._slots_lock:
-                self._slots.append(cpus)
+                self._slots.append(slot)
 
     def submit(self, batch: list[tuple[int, str]]) -> list[Future]:
         return [self._pool.submit(self._run, child_id, code) for child_id, code in batch]

@@ -1,0 +1,235 @@
+"""evo.devices: the assignment of children to GPUs (a pure function, many machines and configs), the sandbox's
+device pass-through (a real bubblewrap child sees exactly the device files its slot names: stand-in character
+devices here), and the CPU path of evaluator=local (unchanged on a machine without GPUs).
+
+GPU-only checks (a real child training on CUDA under its memory share) need a GPU and are skipped here; the
+GPU check script (benchmarks/device_check.sh) runs them on the project's GPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from evo.devices import CONTROL_FILES, Gpu, plan_devices, visible_gpus
+from evo.sandbox import SandboxLimits, _bwrap_usable, run_in_sandbox
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+BWRAP_OK, BWRAP_WHY = _bwrap_usable()
+needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"needs bubblewrap: {BWRAP_WHY}")
+HAS_GPU = bool(visible_gpus())
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs an NVIDIA GPU (/dev/nvidia<N>); benchmarks/device_check.sh "
+                               "runs this on the project's GPU machine")
+
+
+# ------------------------------------------------------------------------ the assignment (pure)
+
+def _per_gpu(plan):
+    counts = {}
+    for s in plan.slots:
+        counts[s.gpu.index] = counts.get(s.gpu.index, 0) + 1
+    return counts
+
+
+def test_no_gpu_is_todays_cpu_plan():
+    for device in ("auto", "cpu"):
+        plan = plan_devices([], device=device, cpu_workers=3)
+        assert plan.workers == 3 and not plan.on_gpu and plan.lm_gpu is None
+        assert all(s.gpu is None and s.env == {} and s.devices == () for s in plan.slots)
+    assert plan_devices([], workers=5, cpu_workers=1).workers == 5
+
+
+def test_device_cpu_ignores_gpus():
+    plan = plan_devices([Gpu(0), Gpu(1)], device="cpu", cpu_workers=2, lm_device="auto")
+    assert plan.workers == 2 and not plan.on_gpu
+
+
+@pytest.mark.parametrize("n_gpus,per_gpu,lm_device,workers,expect", [
+    # one GPU shared with the LM: the LM keeps 0.25, four children split the rest less 5% headroom
+    (1, 4, "auto", None, {"slots": {0: 4}, "fraction": round(0.70 / 4, 4), "lm_gpu": 0, "lm_share": 0.25}),
+    # one GPU, LM remote (openai): children split all of it but the headroom
+    (1, 2, "cpu", None, {"slots": {0: 2}, "fraction": round(0.95 / 2, 4), "lm_gpu": None, "lm_share": None}),
+    # two GPUs, LM on GPU 0: it keeps GPU 0 to itself, children on GPU 1 only
+    (2, 3, "cuda", None, {"slots": {1: 3}, "fraction": round(0.95 / 3, 4), "lm_gpu": 0, "lm_share": None}),
+    # eight GPUs, LM on the CPU: every GPU gets its children
+    (8, 2, "cpu", None, {"slots": {i: 2 for i in range(8)}, "fraction": 0.475, "lm_gpu": None, "lm_share": None}),
+    # workers given explicitly: round robin over the GPUs, the share sized by the fullest GPU
+    (4, 1, "auto", 5, {"slots": {1: 2, 2: 2, 3: 1}, "fraction": round(0.95 / 2, 4), "lm_gpu": 0, "lm_share": None}),
+])
+def test_assignment(n_gpus, per_gpu, lm_device, workers, expect):
+    plan = plan_devices([Gpu(i) for i in range(n_gpus)], workers_per_gpu=per_gpu, lm_device=lm_device,
+                        workers=workers, control_files=("/dev/nvidiactl",))
+    assert _per_gpu(plan) == expect["slots"]
+    assert plan.lm_gpu == expect["lm_gpu"] and plan.lm_memory_fraction == expect["lm_share"]
+    for s in plan.slots:
+        assert s.memory_fraction == expect["fraction"]
+        # the child sees its own GPU only: its id, its device file and the shared control file
+        assert s.env["CUDA_VISIBLE_DEVICES"] == str(s.gpu.index)
+        assert s.devices == (f"/dev/nvidia{s.gpu.index}", "/dev/nvidiactl")
+        assert s.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+        assert float(s.env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == expect["fraction"]
+        assert s.env["JAX_PLATFORMS"] is None   # removes the sandbox's cpu default
+    # the shares on each GPU, the LM's included, never exceed the GPU
+    for index, count in _per_gpu(plan).items():
+        lm = plan.lm_memory_fraction if index == plan.lm_gpu and plan.lm_memory_fraction else 0.0
+        assert count * expect["fraction"] + lm <= 1.0
+
+
+def test_uuid_preferred_and_given_fraction():
+    plan = plan_devices([Gpu(1, "GPU-bbb"), Gpu(0, "GPU-aaa")], workers_per_gpu=2, memory_fraction=0.3,
+                        lm_device="cpu", control_files=())
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in plan.slots] == ["GPU-aaa", "GPU-bbb", "GPU-aaa", "GPU-bbb"]
+    assert {s.memory_fraction for s in plan.slots} == {0.3}
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    (dict(device="tpu"), "evaluator.device"),
+    (dict(workers_per_gpu=0), "evaluator.workers_per_gpu"),
+    (dict(workers=0), "evaluator.workers"),
+    (dict(memory_fraction=1.5), "evaluator.gpu_memory_fraction"),
+    (dict(lm_memory_fraction=1.0), "evaluator.lm_memory_fraction"),
+    # 4 children x 0.2 + the LM's 0.25 on the one GPU: over the GPU
+    (dict(workers_per_gpu=4, memory_fraction=0.2, lm_device="auto"), "evaluator.gpu_memory_fraction"),
+])
+def test_bad_choices_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        plan_devices([Gpu(0)], **kwargs)
+
+
+def test_gpu_required_but_absent():
+    with pytest.raises(ValueError, match=r"evaluator\.device=gpu.*no GPU"):
+        plan_devices([], device="gpu")
+
+
+def test_visible_gpus_reads_device_files_and_cuda_visible_devices(tmp_path):
+    for name in ("nvidia0", "nvidia1", "nvidia3", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / name).write_text("")
+    found = visible_gpus({}, str(tmp_path), nvidia_smi=None)
+    assert [g.index for g in found] == [0, 1, 3] and all(g.uuid is None for g in found)
+    assert [g.index for g in visible_gpus({"CUDA_VISIBLE_DEVICES": "3,0"}, str(tmp_path), None)] == [3, 0]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, str(tmp_path), None) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}, str(tmp_path), None) == []
+    assert visible_gpus({}, str(tmp_path / "none"), None) == []
+
+
+def test_uuids_from_nvidia_smi(tmp_path):
+    """A stand-in nvidia-smi (a real executable, run by visible_gpus as it would run the real one)."""
+    for name in ("nvidia0", "nvidia1"):
+        (tmp_path / name).write_text("")
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, GPU-aaaa-1111'\necho '1, GPU-bbbb-2222'\n")
+    smi.chmod(0o755)
+    found = visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-bbbb"}, str(tmp_path), str(smi))
+    assert found == [Gpu(1, "GPU-bbbb-2222")]
+
+
+# ------------------------------------------------------------------------ the sandbox's pass-through
+
+def _stand_in_devices(folder) -> dict:
+    """Character devices under the NVIDIA names: nvidia0 is /dev/null's device (reads nothing), nvidia1
+    /dev/zero's (reads a zero byte), nvidiactl /dev/zero's too; made with mknod (needs root)."""
+    spec = {"nvidia0": (1, 3), "nvidia1": (1, 5), "nvidiactl": (1, 5)}
+    files = {}
+    for name, (major, minor) in spec.items():
+        path = os.path.join(folder, name)
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        files[name] = path
+    return files
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of stand-in character devices needs root")
+def test_bwrap_child_sees_exactly_its_gpu_files(tmp_path):
+    folder = tmp_path / "devs"
+    folder.mkdir()
+    files = _stand_in_devices(str(folder))
+    plan = plan_devices([Gpu(0), Gpu(1)], workers_per_gpu=1, lm_device="cpu",
+                        device_files={0: [files["nvidia0"]], 1: [files["nvidia1"]]},
+                        control_files=[files["nvidiactl"]])
+    keys = ["CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+            "JAX_PLATFORMS", "CUDA_DEVICE_ORDER"]
+    for slot in plan.slots:
+        res = run_in_sandbox("device_entries:seen_devices", {"folder": str(folder), "names": sorted(files),
+                                                              "env_keys": keys}, "",
+                             SandboxLimits(timeout_s=30, isolation="bwrap", memory_mb=None),
+                             extra_pythonpath=[TESTS_DIR], extra_env=dict(slot.env), devices=slot.devices)
+        assert res.status == "ok", res.reason + res.log_tail
+        seen = res.payload
+        own = f"nvidia{slot.gpu.index}"
+        other = "nvidia1" if own == "nvidia0" else "nvidia0"
+        assert seen["listing"] == sorted([own, "nvidiactl"])   # its GPU and the control file, nothing else
+        assert seen["first_bytes"][other] == "FileNotFoundError"
+        assert seen["first_bytes"][own] == ([] if own == "nvidia0" else [0])   # the real device behind the name
+        assert seen["first_bytes"]["nvidiactl"] == [0]
+        assert seen["dev_nvidia"] == []   # bwrap's /dev holds no GPU of the host
+        assert seen["env"] == {"CUDA_VISIBLE_DEVICES": str(slot.gpu.index), "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+                               "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{slot.memory_fraction:.4f}",
+                               "JAX_PLATFORMS": None, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
+@needs_bwrap
+def test_bwrap_cpu_child_gets_no_device_files():
+    res = run_in_sandbox("device_entries:seen_devices", {"folder": "/nonexistent", "names": [],
+                                                          "env_keys": ["JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES"]},
+                         "", SandboxLimits(timeout_s=30, isolation="bwrap"), extra_pythonpath=[TESTS_DIR])
+    assert res.status == "ok", res.reason
+    assert res.payload["dev_nvidia"] == [] and res.payload["env"] == {"JAX_PLATFORMS": "cpu",
+                                                                       "CUDA_VISIBLE_DEVICES": None}
+
+
+# ------------------------------------------------------------------------ evaluator=local
+
+def test_local_evaluator_cpu_path_unchanged(tmp_path):
+    """On this machine (no GPU) the composed evaluator=local is today's: CPU slots, the same FilterAndEval
+    object for every child, no GPU environment or device files."""
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    from evo.evaluators import LocalEvaluator, default_workers, evaluate_for_slot
+    if HAS_GPU:
+        pytest.skip("this machine has a GPU: the CPU path is checked with evaluator.device=cpu below")
+    cfg = compose_cfg([], tmp_path)
+    ev = instantiate(cfg.evaluator)
+    assert isinstance(ev, LocalEvaluator) and not ev.plan.on_gpu
+    assert ev.workers == default_workers(int(cfg.evaluator.reserve_cores))
+    sentinel = object()
+    assert all(evaluate_for_slot(sentinel, s) is sentinel for s in ev.plan.slots)
+
+
+def test_gpu_slot_evaluate_gets_env_and_devices(tmp_path):
+    """The FILTERANDEVAL a GPU slot runs: the slot's env on top of the task's, its device files, no RLIMIT_AS."""
+    from evo.evaluators import evaluate_for_slot
+    from evo.filter_eval import FilterAndEval
+    from evo.tasks.base import Prepared
+
+    class _Task:   # evaluate_for_slot only copies the cascade's settings; nothing is trained here
+        pass
+
+    base = FilterAndEval(_Task(), Prepared(harness_kwargs={}, env={"TASK_VAR": "1"}), SandboxLimits(memory_mb=2048), 0.5)
+    slot = plan_devices([Gpu(2)], lm_device="cpu", control_files=CONTROL_FILES[:1]).slots[0]
+    gpu = evaluate_for_slot(base, slot)
+    assert gpu.devices == ("/dev/nvidia2", "/dev/nvidiactl")
+    assert gpu.env["TASK_VAR"] == "1" and gpu.env["CUDA_VISIBLE_DEVICES"] == "2"
+    assert gpu.env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == f"{0.95:.4f}" and gpu.env["JAX_PLATFORMS"] is None
+    assert gpu.limits.address_space is False and base.limits.address_space is True
+
+
+@needs_gpu
+def test_real_gpu_child_trains_on_its_gpu(tmp_path):
+    """On a GPU machine: a seed child through evaluator=local's GPU slot trains on CUDA."""
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    from evo.evaluators import evaluate_for_slot
+    from evo.filter_eval import FilterAndEval
+    from evo.sandbox import SandboxLimits as Limits
+    cfg = compose_cfg(["task.train_steps=200", "task.eval_every=100", "evaluator.device=gpu"], tmp_path)
+    task = instantiate(cfg.task)
+    prepared = task.prepare(tmp_path)
+    base = FilterAndEval(task, prepared, Limits(timeout_s=600, memory_mb=None), alpha=1.0)
+    ev = instantiate(cfg.evaluator)
+    result = evaluate_for_slot(base, ev.plan.slots[0])(next(iter(task.seed_programs().values())))
+    assert result.status == "ok", result.reason
+    assert result.device == "gpu"
