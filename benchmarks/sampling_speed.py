@@ -33,6 +33,17 @@ the prompt's prefill at 1 and n rows, and the per-step decode time derived from 
 
 Writes benchmarks/results/sampling_speed.json (``--out``): one entry per n, the entries for the
 n values measured now replace earlier ones, the others are kept.
+
+``--decoders`` (issue 14) compares the samplers instead, interleaved the same way, with ratios to
+``generate`` (transformers' generate, the sampler before issue 14): evo's cached loop with none of its
+speed-ups (``cached_plain``: n prefills, the model's own attention), each alone (``+shared_prefix``,
+``+grouped_attention``), both (``cached``, the default), the code-token head on top
+(``cached_code_head``, changes the distribution); equal work as above. Then, informational, as the search
+calls it (ClassStop, banned words, 160-token cap; rows stop early, kept tokens counted):
+``generate_classstop``, ``cached_classstop`` and ``all_classstop`` (code head + the MNIST-1D grammar).
+Entries go under ``decoders_n<N>``:
+
+    python benchmarks/sampling_speed.py --decoders --repeats 2           # ~10 min on a loaded 2-core machine
 """
 
 from __future__ import annotations
@@ -158,6 +169,84 @@ def run_variant(name: str, lm, prompt: str, temps: list[float], seed: int, token
             "wrapper_s": WRAPPER["seconds"], "wrapper_calls": WRAPPER["calls"], **extra}
 
 
+# name -> (decoder, shared_prefix, attention, head_vocab, grammar, as the search calls it)
+DECODERS = {
+    "generate": ("generate", True, "model", "full", False, False),
+    "cached_plain": ("cached", False, "model", "full", False, False),
+    "+shared_prefix": ("cached", True, "model", "full", False, False),
+    "+grouped_attention": ("cached", False, "auto", "full", False, False),
+    "cached": ("cached", True, "auto", "full", False, False),
+    "cached_code_head": ("cached", True, "auto", "code", False, False),
+    "generate_classstop": ("generate", True, "model", "full", False, True),
+    "cached_classstop": ("cached", True, "auto", "full", False, True),
+    "all_classstop": ("cached", True, "auto", "code", True, True),
+}
+
+
+def run_decoder(name: str, lm, task, prompt: str, temps: list[float], seed: int, tokens: int, stop, bad_words,
+                stop_tokens: int) -> dict:
+    decoder, shared, attention, head, grammar, searchlike = DECODERS[name]
+    lm.decoder, lm.shared_prefix, lm.attention, lm.head_vocab = decoder, shared, attention, head
+    extra = {"grammar": task.grammar()} if grammar else {}
+    with token_budget(lm, stop_tokens if searchlike else tokens, fixed=not searchlike):
+        t0 = time.perf_counter()
+        comps = lm.sample(prompt, temps, seed, **({"stop": stop, "bad_words": bad_words} if searchlike else {}),
+                          **extra)
+        seconds = time.perf_counter() - t0
+    outs = [c.tokens_out for c in comps]
+    if not searchlike and outs != [tokens] * len(temps):
+        raise SystemExit(f"{name}: rows generated {outs} tokens, not {tokens} each: the comparison would be unfair")
+    res = {"tokens": sum(outs), "seconds": seconds, "tokens_per_s": sum(outs) / seconds,
+           "samples_per_hour": 3600 * len(temps) / seconds}
+    if searchlike:
+        res.update(tokens_out=outs, stop_reasons=dict(Counter(c.stop_reason for c in comps)))
+    return res
+
+
+def decoders_main(args, lm) -> dict:
+    entries = {}
+    for n in args.n:
+        task, cm, prompt, stop, bad_words = search_setup(n, args.parents)
+        temps = cm.draw_temperatures(n, random.Random(args.seed))
+        for name in DECODERS:   # warm-up (first-call costs; the head slice and the grammar tokenizer are built here)
+            run_decoder(name, lm, task, prompt, temps[:2], args.seed, 2, stop, bad_words, 4)
+        runs = {name: [] for name in DECODERS}
+        t_start = time.time()
+        for rep in range(args.repeats):
+            for name in DECODERS:
+                res = run_decoder(name, lm, task, prompt, temps, args.seed + rep, args.max_new_tokens, stop,
+                                  bad_words, args.stop_max_new_tokens)
+                runs[name].append(res)
+                print(f"n={n} rep {rep + 1}/{args.repeats} {name:20s} {res['tokens']:5d} tokens "
+                      f"{res['seconds']:7.2f} s {res['tokens_per_s']:7.2f} tokens/s", flush=True)
+        summary = {}
+        for name, rs in runs.items():
+            base = "generate_classstop" if DECODERS[name][5] else "generate"
+            per_rep = [a["seconds"] and (b["seconds"] / a["seconds"]) for a, b in zip(rs, runs[base])]
+            summary[name] = {"tokens_median": med([r["tokens"] for r in rs]),
+                             "seconds_median": round(med([r["seconds"] for r in rs]), 3),
+                             "tokens_per_s_median": round(med([r["tokens_per_s"] for r in rs]), 2),
+                             "samples_per_hour_median": round(med([r["samples_per_hour"] for r in rs]), 1),
+                             f"speedup_over_{base}": round(med(per_rep), 3),
+                             "speedup_per_repetition": [round(x, 3) for x in per_rep]}
+            if DECODERS[name][5]:
+                summary[name]["stop_reasons"] = rs[-1]["stop_reasons"]
+        entries[f"decoders_n{n}"] = {"n": n, "max_new_tokens": args.max_new_tokens,
+                                     "stop_max_new_tokens": args.stop_max_new_tokens, "repeats": args.repeats,
+                                     "temperatures": temps, "variants": summary,
+                                     "speedup": "median over repetitions of generate's seconds / the variant's seconds "
+                                                "(same rows and tokens; the classstop variants: same prompt, seeds "
+                                                "and cap, each row stops at its own point)",
+                                     "wall_s": round(time.time() - t_start, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
+                                     "load": "taken while other jobs shared the 2 cores (load average "
+                                             f"{os.getloadavg()[0]:.1f} at the end)"}
+        print("\n| variant | tokens/s | samples/hour | speed-up |\n|---|---:|---:|---:|")
+        for name, v in summary.items():
+            key = next(k for k in v if k.startswith("speedup_over_"))
+            print(f"| {name} | {v['tokens_per_s_median']} | {v['samples_per_hour_median']} | {v[key]}x |")
+    return entries
+
+
 def prefill_seconds(lm, prompt: str, rows: int) -> float:
     import torch
     enc = lm.tokenizer(prompt, return_tensors="pt")
@@ -185,6 +274,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parents", nargs=2, default=["gru", "cnn"], choices=sorted(SEED_METRICS))
     ap.add_argument("--no-classstop", action="store_true", help="skip the informational ClassStop variant")
+    ap.add_argument("--decoders", action="store_true", help="compare the samplers of issue 14 (see above)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampling_speed.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -202,6 +292,13 @@ def main() -> None:
     lm = HFCausalLM(args.model, dtype=args.dtype, threads=args.threads, max_new_tokens=args.max_new_tokens)
     lm.max_batch_size = max(lm.max_batch_size, *args.n)   # one batch of n rows, whatever n
     print(f"loaded {args.model} in {lm.load_seconds:.1f} s ({lm.dtype}, {torch.get_num_threads()} thread(s))", flush=True)
+    if args.decoders:
+        out = pathlib.Path(args.out)
+        payload = json.loads(out.read_text()) if out.exists() else {"results": {}}
+        payload["results"].update(decoders_main(args, lm))
+        out.write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"\nwrote {out}")
+        return
 
     variants = ["evo_batched", "evo_sequential", "raw_generate"] + ([] if args.no_classstop else ["evo_batched_classstop"])
     entries = {}
