@@ -46,6 +46,7 @@ class SandboxConfig:
     memory_mb: int = 4096
     cpu_s: Optional[float] = None
     max_file_mb: int = 64
+    scratch_mb: Optional[int] = 1024
     threads: int = 1
     isolation: str = "auto"
 

@@ -44,11 +44,13 @@ hostile program can therefore lie about its own score; it cannot escape the limi
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import json
 import logging
 import os
 import secrets
+import select
 import selectors
 import shutil
 import signal
@@ -94,6 +96,9 @@ class SandboxLimits:
     max_tasks: int = 512          # cgroup pids cap (threads count: jax on CPU alone uses ~20)
     address_space: bool = True    # cap memory_mb with RLIMIT_AS too. False for a GPU child: CUDA reserves
                                   # huge virtual ranges, so only the cgroup (resident memory) can cap it
+    scratch_mb: int | None = 1024  # bwrap: /tmp and the work folder are tmpfs of this size each (in memory, so
+                                   # the cgroup memory cap counts them); None: folders on disk. isolation=none:
+                                   # folders on disk, only max_file_mb per file
 
     def cpu_limit_s(self) -> float:
         if self.cpu_s is not None:
@@ -148,6 +153,72 @@ def _bwrap_usable() -> tuple[bool, str]:
 
 
 def _cgroup_usable() -> bool:
+    """A cgroup with a memory and a task cap can be made for each child: v1 (below) or v2 (_cgroup2_parent)."""
+    return _cgroup_v1_usable() or _cgroup2_parent() is not None
+
+
+_CGROUP2_PARENT: list = []
+
+
+def _cgroup2_parent() -> str | None:
+    """A cgroup v2 folder where we may create child groups with the memory and pids controllers, or None.
+
+    Unified hierarchy (``/sys/fs/cgroup``, or ``/sys/fs/cgroup/unified`` on hybrid hosts): our own group (from
+    /proc/self/cgroup, the delegated subtree a systemd scope or a container gives us) or the mount's root. We try
+    to enable memory and pids for child groups (``cgroup.subtree_control``; refused in a non-root group that has
+    processes of its own) and keep the folder if a probe group then has both. On hybrid hosts where memory and
+    pids are bound to v1 (as on the dev machine) there is none."""
+    if not _CGROUP2_PARENT:
+        found = None
+        try:
+            with open("/proc/self/mounts") as fh:
+                mounts = [line.split()[1] for line in fh if line.split()[2:3] == ["cgroup2"]]
+            with open("/proc/self/cgroup") as fh:
+                own = next((line.strip()[3:] for line in fh if line.startswith("0::")), "/")
+        except OSError:
+            mounts, own = [], "/"
+        for mount in mounts:
+            for base in dict.fromkeys([os.path.join(mount, own.lstrip("/")), mount]):
+                if os.path.isdir(base) and _cgroup2_controllers(base) >= {"memory", "pids"}:
+                    found = base
+                    break
+            if found:
+                break
+        _CGROUP2_PARENT.append(found)
+    return _CGROUP2_PARENT[0]
+
+
+def _cgroup2_controllers(parent: str) -> set:
+    """The controllers a new child group of ``parent`` gets (after trying to enable memory and pids)."""
+    try:
+        _write(os.path.join(parent, "cgroup.subtree_control"), "+memory +pids")
+    except OSError:
+        pass
+    probe = os.path.join(parent, f"evo-sbx-probe-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.mkdir(probe)
+    except OSError:
+        return set()
+    try:
+        with open(os.path.join(probe, "cgroup.controllers")) as fh:
+            return set(fh.read().split())
+    except OSError:
+        return set()
+    finally:
+        try:
+            os.rmdir(probe)
+        except OSError:
+            pass
+
+
+def _make_cgroup(name: str, memory_mb: int | None, max_tasks: int) -> "_Cgroup":
+    """v1 where usable (the dev machine), else v2."""
+    if _cgroup_v1_usable():
+        return _Cgroup(name, memory_mb, max_tasks)
+    return _Cgroup2(_cgroup2_parent(), name, memory_mb, max_tasks)
+
+
+def _cgroup_v1_usable() -> bool:
     """cgroup v1 memory+pids hierarchies where we may create groups (typically: root)."""
     if not _CGROUP_OK:
         ok = False
@@ -190,6 +261,8 @@ def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str
     parts = []
     if _use_bwrap(limits) if _bwrap is None else _bwrap:
         parts.append("bwrap(net,pid,ipc,uts,user,caps,fs)")
+        if limits.scratch_mb:
+            parts.append(f"scratch(tmpfs={limits.scratch_mb}MB)")
     rl = []
     if limits.memory_mb and limits.address_space:
         rl.append(f"as={limits.memory_mb}MB")
@@ -198,7 +271,8 @@ def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str
     parts.append("rlimits(" + ",".join(rl) + ")")
     if limits.cgroup and _cgroup_usable():
         mem = f"memory={limits.memory_mb}MB," if limits.memory_mb else ""
-        parts.append(f"cgroup({mem}tasks={limits.max_tasks})")
+        version = "cgroup" if _cgroup_v1_usable() else "cgroup2"
+        parts.append(f"{version}({mem}tasks={limits.max_tasks})")
     parts.append(f"wall={limits.timeout_s:g}s")
     # always: the search process is made non-dumpable and the worker drops every capability (see run_in_sandbox)
     parts.append("secrets(nondumpable-parent,no-caps)")
@@ -232,7 +306,9 @@ def _python_paths() -> list[str]:
 
 
 def _bwrap_argv(exe: str, private: str, shm_mb: int, ro_paths: Sequence[str],
-                devices: Sequence[str]) -> list[str]:
+                devices: Sequence[str], scratch_mb: int | None = None) -> list[str]:
+    """scratch_mb: /tmp and the work folder become tmpfs of that size each (a child that fills them, or writes
+    many small files, gets ENOSPC there and not on the host's disk); None: folders of ``private`` on disk."""
     argv = [exe, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox"]
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -249,8 +325,12 @@ def _bwrap_argv(exe: str, private: str, shm_mb: int, ro_paths: Sequence[str],
             argv += ["--ro-bind-try", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev",
              "--size", str(shm_mb << 20), "--tmpfs", "/dev/shm",
-             "--bind", os.path.join(private, "tmp"), "/tmp",
-             "--bind", os.path.join(private, "work"), SANDBOX_HOME]
+             ]
+    if scratch_mb:
+        argv += ["--size", str(scratch_mb << 20), "--tmpfs", "/tmp",
+                 "--size", str(scratch_mb << 20), "--tmpfs", SANDBOX_HOME]
+    else:
+        argv += ["--bind", os.path.join(private, "tmp"), "/tmp", "--bind", os.path.join(private, "work"), SANDBOX_HOME]
     for path in list(_python_paths()) + [os.path.abspath(p) for p in ro_paths]:
         argv += ["--ro-bind", path, path]
     for dev in devices:
@@ -334,6 +414,51 @@ class _Cgroup:
                     time.sleep(0.02)
             else:
                 log.warning("evo.sandbox: could not remove cgroup %s", d)
+
+
+class _Cgroup2(_Cgroup):
+    """One cgroup v2 group under ``parent``: memory.max (swap off), pids.max, cgroup.kill."""
+
+    def __init__(self, parent: str, name: str, memory_mb: int | None, max_tasks: int):
+        self.path = os.path.join(parent, name)
+        os.mkdir(self.path, 0o700)
+        self.dirs = [self.path]
+        try:
+            with open(os.path.join(self.path, "cgroup.controllers")) as fh:
+                self.controllers = set(fh.read().split())
+            if memory_mb and "memory" in self.controllers:
+                _write(os.path.join(self.path, "memory.max"), str(memory_mb << 20))
+                _write(os.path.join(self.path, "memory.swap.max"), "0", missing_ok=True)
+            if "pids" in self.controllers:
+                _write(os.path.join(self.path, "pids.max"), str(max_tasks))
+        except BaseException:
+            self.remove()
+            raise
+
+    def _events(self, filename: str, key: str) -> int:
+        try:
+            with open(os.path.join(self.path, filename)) as fh:
+                for line in fh:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def oom_killed(self) -> bool:
+        return self._events("memory.events", "oom_kill") > 0
+
+    def tasks_hit_cap(self) -> bool:
+        return self._events("pids.events", "max") > 0
+
+    def kill_all(self) -> None:
+        # cgroup.kill (Linux 5.14) SIGKILLs every task of the group at once, forks in flight included
+        try:
+            _write(os.path.join(self.path, "cgroup.kill"), "1")
+        except OSError:
+            pass
+        super().kill_all()  # waits until cgroup.procs is empty (and kills by pid where cgroup.kill is missing)
 
 
 def _write(path: str, text: str, missing_ok: bool = False) -> None:
@@ -425,8 +550,11 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     if first.status != outcome.OK:
         return first
     payload = {k: first.payload[k] for k in payload_keys if k in first.payload and k not in kwargs}
-    second = _run_one(trusted, {**kwargs, **payload}, "", limits, readonly_paths,
-                      log_path=log_path, append_log=True, **common)
+    if TRUSTED_POOL:
+        second = _run_pooled(trusted, {**kwargs, **payload}, limits, readonly_paths, log_path=log_path, **common)
+    else:
+        second = _run_one(trusted, {**kwargs, **payload}, "", limits, readonly_paths,
+                          log_path=log_path, append_log=True, **common)
     tail = "[untrusted stage]\n" + first.log_tail[-LOG_TAIL_CHARS // 2:] + "\n[trusted stage]\n" + second.log_tail
     return SandboxResult(status=second.status, reason=second.reason, payload=second.payload,
                          wall_s=first.wall_s + second.wall_s, log_tail=tail[-LOG_TAIL_CHARS:],
@@ -496,11 +624,11 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
             # evo_parent is on PYTHONPATH but not bound: only the evo package is visible
             ro = list(readonly_paths) + [os.path.abspath(p) for p in extra_pythonpath]
             argv = _bwrap_argv(shutil.which("bwrap"), private, limits.max_file_mb, ro,
-                               devices) + argv
+                               devices, limits.scratch_mb) + argv
         if cgroup_ok:
             try:
-                cgroup = _Cgroup(f"evo-sbx-{os.getpid()}-{nonce[:12]}", limits.memory_mb,
-                                 limits.max_tasks)
+                cgroup = _make_cgroup(f"evo-sbx-{os.getpid()}-{nonce[:12]}", limits.memory_mb,
+                                      limits.max_tasks)
                 argv = cgroup.join_prefix() + argv
             except OSError as exc:
                 log.warning("evo.sandbox: no cgroup for this child (%s)", exc)
@@ -529,6 +657,8 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
             status, reason, payload = result
             if oom and status == outcome.OK:
                 reason = "note: the cgroup memory cap OOM-killed a process of the child"
+            elif tasks_capped and status in outcome.FAILED:
+                reason = f"{reason} (task cap of {limits.max_tasks} reached)"
         else:
             status, reason = _classify_failure(rc, timed_out, tail, use_bwrap, limits, oom,
                                                tasks_capped)
@@ -548,6 +678,219 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
             cgroup.kill_all()
             cgroup.remove()
         _rmtree(private)
+
+
+# ---------------------------------------------------------------- trusted-stage pool
+
+# The trusted stage of a TWO_STAGE entry never runs child code, so its processes can be reused: a pool of
+# long-lived sandboxed workers (``sandbox_worker --serve``) per configuration saves a process start and the jax
+# imports per child. Each has the same sandbox, rlimits (no CPU-time cap: that is cumulative; the wall clock per
+# request stands in) and cgroup as a one-shot worker; one that times out, dies or runs out of memory is killed and
+# replaced, and each retires after TRUSTED_MAX_REQUESTS requests. TRUSTED_POOL = False: a fresh process per child.
+TRUSTED_POOL = True
+TRUSTED_MAX_REQUESTS = 32
+_POOL: dict[tuple, list["_TrustedServer"]] = {}
+_POOL_LOCK = threading.Lock()
+# PR_SET_PDEATHSIG (the worker) and bwrap --die-with-parent fire when the THREAD that started the process ends: one
+# long-lived thread starts every server, so that a server outlives the worker thread that first needed it.
+_SPAWNER: list = []
+
+
+def _spawn(*args, **kwargs) -> subprocess.Popen:
+    with _POOL_LOCK:
+        if not _SPAWNER:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _SPAWNER.append(ThreadPoolExecutor(1, thread_name_prefix="evo-trusted-spawner"))
+        spawner = _SPAWNER[0]
+    return spawner.submit(subprocess.Popen, *args, **kwargs).result()
+
+
+class _TrustedServer:
+    """One long-lived trusted worker (see TRUSTED_POOL)."""
+
+    def __init__(self, limits: SandboxLimits, readonly_paths: Sequence[str], scratch_root: str | None,
+                 extra_pythonpath: Sequence[str], extra_env, devices: Sequence[str], cpus, preload: list):
+        self.limits, self.requests, self.healthy = limits, 0, True
+        self.use_bwrap = _use_bwrap(limits)
+        self.isolation = describe_isolation(limits, self.use_bwrap)
+        self.cgroup = None
+        self.proc = None
+        self.read_fd = -1
+        self.private = tempfile.mkdtemp(prefix="evo-sbx-trusted-", dir=scratch_root)
+        write_fd = -1
+        try:
+            work, tmp = os.path.join(self.private, "work"), os.path.join(self.private, "tmp")
+            os.mkdir(work, 0o700)
+            os.mkdir(tmp, 0o700)
+            self.log_file = os.path.join(self.private, "trusted.log")
+            pythonpath = [os.path.abspath(p) for p in extra_pythonpath]
+            pythonpath.append(os.path.dirname(os.path.dirname(os.path.abspath(outcome.__file__))))
+            home, tmp_inside = (SANDBOX_HOME, "/tmp") if self.use_bwrap else (work, tmp)
+            env = child_env(limits, home, tmp_inside, pythonpath, extra_env)
+            self.read_fd, write_fd = os.pipe()
+            argv = [sys.executable, "-s", "-m", "evo.sandbox_worker", "--result-fd", str(write_fd), "--serve"]
+            if self.use_bwrap:
+                ro = list(readonly_paths) + [os.path.abspath(p) for p in extra_pythonpath]
+                argv = _bwrap_argv(shutil.which("bwrap"), self.private, limits.max_file_mb, ro, devices,
+                                   limits.scratch_mb) + argv
+            if limits.cgroup and _cgroup_usable():
+                try:
+                    self.cgroup = _make_cgroup(f"evo-sbx-{os.getpid()}-trusted-{secrets.token_hex(6)}",
+                                               limits.memory_mb, limits.max_tasks)
+                    argv = self.cgroup.join_prefix() + argv
+                except OSError as exc:
+                    log.warning("evo.sandbox: no cgroup for a trusted worker (%s)", exc)
+                    self.isolation = self.isolation.replace("+cgroup(", "+no-cgroup(")
+            with open(self.log_file, "wb") as logf:
+                self.proc = _spawn(argv, stdin=subprocess.PIPE, stdout=logf, stderr=logf, pass_fds=(write_fd,),
+                                   close_fds=True, cwd=work, env=env, start_new_session=True)
+            os.close(write_fd)
+            write_fd = -1
+            setup = {"pythonpath": pythonpath, "cpus": list(cpus) if cpus else None, "preload": preload,
+                     "rlimits": {"as_bytes": (limits.memory_mb << 20) if limits.memory_mb and limits.address_space
+                                 else None, "fsize_bytes": limits.max_file_mb << 20}}
+            self.proc.stdin.write((json.dumps(setup) + "\n").encode())
+            self.proc.stdin.flush()
+        except BaseException:
+            if write_fd >= 0:
+                os.close(write_fd)
+            self.close()
+            raise
+
+    def request(self, entry: str, kwargs: dict, log_path: str | None = None) -> SandboxResult:
+        nonce = secrets.token_hex(16)
+        line = (json.dumps({"nonce": nonce, "entry": entry, "kwargs": kwargs}, allow_nan=False) + "\n").encode()
+        offset = os.path.getsize(self.log_file)
+        start = time.monotonic()
+        deadline = start + self.limits.timeout_s
+        with _RUNNING_LOCK:
+            _RUNNING[self.proc.pid] = (self.proc, self.cgroup)
+            refused = _REFUSING
+        buf, result, timed_out = bytearray(), None, False
+        try:
+            if refused:
+                _kill_tree(self.proc, self.cgroup)
+            try:
+                self.proc.stdin.write(line)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # it died: classified below
+            while result is None and self.proc.poll() is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                ready, _, _ = select.select([self.read_fd], [], [], min(left, 0.05))
+                if ready:
+                    chunk = os.read(self.read_fd, 1 << 16)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    if buf.endswith(b"\n"):
+                        result = _parse_channel(bytes(buf), nonce)
+            if result is None:  # what it wrote just before it died
+                os.set_blocking(self.read_fd, False)
+                try:
+                    while chunk := os.read(self.read_fd, 1 << 16):
+                        buf += chunk
+                except (BlockingIOError, OSError):
+                    pass
+                os.set_blocking(self.read_fd, True)
+                result = _parse_channel(bytes(buf), nonce)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(self.proc.pid, None)
+        wall = time.monotonic() - start
+        self.requests += 1
+        oom = self.cgroup.oom_killed() if self.cgroup else False
+        if result is None or oom or timed_out:
+            self.healthy = False
+            _kill_tree(self.proc, self.cgroup)
+        text = _log_since(self.log_file, offset)
+        if log_path:
+            with open(log_path, "a", encoding="utf-8", errors="replace") as fh:
+                fh.write(text)
+        tail = text[-LOG_TAIL_CHARS:]
+        if result is not None and not timed_out:
+            status, reason, payload = result
+            if status == outcome.MEMORY:
+                self.healthy = False
+        else:
+            status, reason = _classify_failure(self.proc.returncode, timed_out, tail, self.use_bwrap, self.limits,
+                                               oom, self.cgroup.tasks_hit_cap() if self.cgroup else False)
+            payload = {}
+        return SandboxResult(status=status, reason=reason, payload=payload, wall_s=wall, log_tail=tail,
+                             isolation=self.isolation, returncode=self.proc.returncode)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except (OSError, ValueError):
+                pass
+            _kill_tree(self.proc, self.cgroup)
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+            self.cgroup.remove()
+            self.cgroup = None
+        _rmtree(self.private)
+
+
+def _log_since(path: str, offset: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(offset, os.path.getsize(path) - 4 * MAX_RESULT_BYTES))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _run_pooled(entry: str, kwargs: dict, limits: SandboxLimits, readonly_paths: Sequence[str], *,
+                scratch_root=None, extra_pythonpath=(), extra_env=None, devices=(), cpus=None,
+                log_path=None) -> SandboxResult:
+    """The trusted entry on a pooled server for this configuration (started if none is idle)."""
+    for path in list(readonly_paths) + list(extra_pythonpath):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"evo.sandbox: path for the child does not exist: {path}")
+    preload = [entry.partition(":")[0]]
+    key = (limits, tuple(readonly_paths), scratch_root, tuple(extra_pythonpath),
+           tuple(sorted((extra_env or {}).items())), tuple(devices), tuple(cpus or ()), tuple(preload))
+    with _POOL_LOCK:
+        idle = _POOL.setdefault(key, [])
+        server = idle.pop() if idle else None
+    if server is None:
+        server = _TrustedServer(limits, readonly_paths, scratch_root, extra_pythonpath, extra_env, devices, cpus,
+                                preload)
+    try:
+        res = server.request(entry, kwargs, log_path)
+    except BaseException:
+        server.healthy = False
+        raise
+    finally:
+        if server.healthy and server.requests < TRUSTED_MAX_REQUESTS:
+            with _POOL_LOCK:
+                _POOL[key].append(server)
+        else:
+            server.close()
+    res.isolation += "+trusted-pool"
+    return res
+
+
+def close_trusted_pool() -> int:
+    """Stop every idle pooled trusted worker (also at exit); returns how many were stopped."""
+    with _POOL_LOCK:
+        servers = [s for idle in _POOL.values() for s in idle]
+        _POOL.clear()
+    for server in servers:
+        server.close()
+    return len(servers)
+
+
+atexit.register(close_trusted_pool)
 
 
 def kill_running() -> int:

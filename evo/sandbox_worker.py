@@ -215,9 +215,79 @@ def _send(fd: int, nonce: str, status: str, reason: str, payload: dict) -> None:
         data = data[os.write(fd, data):]
 
 
+def serve(result_fd: int) -> int:
+    """``--serve``: a long-lived TRUSTED worker (evo.sandbox's pool for the trusted stage of TWO_STAGE entries;
+    never used for an entry that runs child code). Line 1 on stdin: the setup (pythonpath, rlimits, cpus,
+    preload); then one JSON request per line ({nonce, entry, kwargs}), answered on the result fd like a one-shot
+    worker's result. EOF on stdin ends it. Requests run one at a time; jax's caches are cleared after each."""
+    try:
+        setup = json.loads(sys.stdin.buffer.readline().decode())
+    except Exception as exc:
+        print(f"sandbox_worker: bad setup on stdin: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    os.set_inheritable(result_fd, False)
+    set_non_dumpable()  # holds the validation and test labels: no other process may read it
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    for path in reversed(setup.get("pythonpath") or []):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    import gc
+    import importlib
+
+    from evo import outcome
+
+    _set_rlimits(setup.get("rlimits") or {})
+    if setup.get("cpus"):
+        os.sched_setaffinity(0, setup["cpus"])
+    if not drop_capabilities() and os.geteuid() == 0:
+        print("sandbox_worker: could not drop the capabilities of a root worker", file=sys.stderr)
+        return 3
+    for module_name in setup.get("preload") or []:  # trusted modules, imported while nothing waits on us
+        importlib.import_module(module_name)
+    while True:
+        line = sys.stdin.buffer.readline()
+        if not line:
+            return 0
+        try:
+            request = json.loads(line.decode())
+            nonce, entry, kwargs = request["nonce"], request["entry"], request.get("kwargs") or {}
+        except Exception as exc:
+            print(f"sandbox_worker: bad request: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
+        print(f"--- request {nonce[:8]}: {entry}", flush=True)
+        try:
+            module_name, _, func_name = entry.partition(":")
+            result = getattr(importlib.import_module(module_name), func_name)("", **kwargs)
+            if result is None:
+                result = {}
+            if not isinstance(result, dict):
+                raise TypeError(f"entry returned {type(result).__name__}, not dict")
+            status, reason, payload = outcome.OK, "", result
+        except BaseException as exc:  # noqa: BLE001
+            status, reason = exception_outcome(exc)
+            payload = {}
+            if not isinstance(exc, outcome.ChildFailure):
+                import traceback
+
+                traceback.print_exc()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        _kill_leftovers()
+        _send(result_fd, nonce, status, reason, payload)
+        if "jax" in sys.modules:  # compiled executables of the last model: free them
+            sys.modules["jax"].clear_caches()
+        gc.collect()
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--result-fd" and argv[2] == "--serve":
+        return serve(int(argv[1]))
     if len(argv) != 2 or argv[0] != "--result-fd":
-        print("usage: python -m evo.sandbox_worker --result-fd N", file=sys.stderr)
+        print("usage: python -m evo.sandbox_worker --result-fd N [--serve]", file=sys.stderr)
         return 3
     result_fd = int(argv[1])
 

@@ -8,6 +8,7 @@ missing or unusable; tests that need a cgroup likewise.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -30,7 +31,7 @@ ISOLATIONS = [pytest.param("auto", id="auto"), pytest.param("none", id="none")]
 def run(entry: str, kwargs: dict | None = None, code: str = "", **opts) -> SandboxResult:
     """run_in_sandbox on a test entry; SandboxLimits fields and call options mixed in opts."""
     limit_keys = {"timeout_s", "memory_mb", "cpu_s", "max_file_mb", "threads", "isolation",
-                  "cgroup", "max_tasks"}
+                  "cgroup", "max_tasks", "scratch_mb"}
     limits = SandboxLimits(**{"timeout_s": 30.0,
                               **{k: opts.pop(k) for k in list(opts) if k in limit_keys}})
     return run_in_sandbox(f"sandbox_entries:{entry}", kwargs or {}, code, limits,
@@ -344,3 +345,122 @@ def test_auto_without_bwrap_warns_and_falls_back(monkeypatch):
     assert res.status == outcome.OK and "bwrap" not in res.isolation
     with pytest.raises(RuntimeError, match="bwrap"):
         run("echo", isolation="bwrap")
+
+
+# ---------------------------------------------------------------- resource storms
+
+@needs_cgroup
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_fork_storm_stops_at_the_task_cap_and_leaves_nothing(isolation):
+    marker = f"1000.{uuid.uuid4().int % 10**9}"
+    code = ("import subprocess\n"
+            f"procs = [subprocess.Popen(['sleep', '{marker}']) for _ in range(400)]\n")
+    res = run("run_code", code=code, isolation=isolation, max_tasks=64)
+    assert res.status == outcome.CRASHED, res
+    assert "task cap of 64 reached" in res.reason, res.reason
+    deadline = time.monotonic() + 2
+    while _pids_with_arg(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pids_with_arg(marker) == []
+
+
+STORM = """
+import errno, os
+out = {}
+for where, size in (("/tmp/small", 1), ("/dev/shm", 1 << 20), ("/tmp", 1 << 20), (os.getcwd(), 1 << 20)):
+    os.makedirs(where, exist_ok=True)
+    n = 0
+    try:
+        while n < 100000:
+            with open(os.path.join(where, f"f{n}"), "wb") as fh:
+                fh.write(b"x" * size)
+            n += 1
+        out[where] = [n, None]
+    except OSError as e:
+        out[where] = [n, errno.errorcode.get(e.errno)]
+result = out
+"""
+
+
+@needs_bwrap
+def test_filling_shm_tmp_and_home_or_many_small_files_is_capped_and_leaves_nothing(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    res = run("run_code", code=STORM, max_file_mb=4, scratch_mb=8, scratch_root=str(scratch))
+    assert res.status == outcome.OK, res
+    out = res.payload
+    assert out["/dev/shm"][1] == "ENOSPC" and out["/dev/shm"][0] <= 4, out  # tmpfs of max_file_mb
+    assert out["/tmp"][1] == "ENOSPC" and out["/tmp"][0] <= 8, out  # tmpfs of scratch_mb
+    home = next(k for k in out if k not in ("/dev/shm", "/tmp", "/tmp/small"))
+    assert out[home][1] == "ENOSPC" and out[home][0] <= 8, out
+    # many 1-byte files: each takes a page, so the 8 MB tmpfs stops them at about 2,000
+    assert out["/tmp/small"][1] == "ENOSPC" and 100 < out["/tmp/small"][0] <= 8 * 256, out
+    assert list(scratch.iterdir()) == []
+
+
+# ---------------------------------------------------------------- cgroup v2
+
+@pytest.fixture
+def cgroup2_mount(tmp_path):
+    """A cgroup v2 hierarchy mounted for the test (root only), unmounted afterwards."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a cgroup2 hierarchy needs root")
+    point = tmp_path / "cgroup2"
+    point.mkdir()
+    proc = subprocess.run(["mount", "-t", "cgroup2", "none", str(point)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount cgroup2 here: {proc.stderr.strip()}")
+    yield str(point)
+    subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_cgroup2_group_takes_the_tree_and_kills_it(cgroup2_mount):
+    """The v2 code path on a real unified hierarchy: create, move a process tree in, cap, kill, remove."""
+    import subprocess
+
+    from evo.sandbox import _Cgroup2
+
+    group = _Cgroup2(cgroup2_mount, f"evo-sbx-test-{uuid.uuid4().hex[:8]}", memory_mb=256, max_tasks=16)
+    proc = None
+    try:
+        # a shell in the group that starts a grandchild, as a worker would
+        proc = subprocess.Popen(group.join_prefix() + ["/bin/sh", "-c", "sleep 600 & sleep 600"],
+                                start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(os.path.join(group.path, "cgroup.procs")) as fh:
+                members = fh.read().split()
+            if len(members) >= 3:  # sh and its two sleeps
+                break
+            time.sleep(0.05)
+        assert len(members) >= 3, members
+        with open(f"/proc/{proc.pid}/cgroup") as fh:
+            assert any(line.startswith("0::/") and group.path.endswith(line.strip()[4:]) for line in fh)
+        group.kill_all()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        with open(os.path.join(group.path, "cgroup.procs")) as fh:
+            assert fh.read().split() == []
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        group.remove()
+    assert not os.path.exists(group.path)
+
+
+def test_cgroup2_group_caps_memory_and_tasks(cgroup2_mount):
+    from evo.sandbox import _Cgroup2
+
+    group = _Cgroup2(cgroup2_mount, f"evo-sbx-test-{uuid.uuid4().hex[:8]}", memory_mb=256, max_tasks=16)
+    try:
+        if not {"memory", "pids"} <= group.controllers:
+            pytest.skip("memory and pids are bound to cgroup v1 on this host (hybrid hierarchy), so a v2 group "
+                        f"gets neither (controllers: {sorted(group.controllers) or 'none'}): the v2 caps cannot "
+                        "be set here")
+        with open(os.path.join(group.path, "memory.max")) as fh:
+            assert int(fh.read()) == 256 << 20
+        with open(os.path.join(group.path, "pids.max")) as fh:
+            assert int(fh.read()) == 16
+    finally:
+        group.remove()
