@@ -233,3 +233,29 @@ def test_real_gpu_child_trains_on_its_gpu(tmp_path):
     result = evaluate_for_slot(base, ev.plan.slots[0])(next(iter(task.seed_programs().values())))
     assert result.status == "ok", result.reason
     assert result.device == "gpu"
+
+
+def test_train_loop_choice_per_backend():
+    from evo.devices import train_loop_for
+    assert train_loop_for("auto", "cpu") == "loop"      # measured on this CPU
+    assert train_loop_for("auto", "gpu") == "loop"      # not measured yet: the loop
+    assert train_loop_for("scan", "cpu") == "scan"
+    with pytest.raises(ValueError, match=r"task\.train_loop"):
+        train_loop_for("unrolled", "cpu")
+
+
+def test_device_check_measures_loop_scan_and_torch():
+    """benchmarks/device_check.py's train part on this CPU at a tiny size: every variant trains (finite loss)."""
+    import math
+    import sys
+    sys.path.insert(0, os.path.join(TESTS_DIR, "..", "benchmarks"))
+    import device_check
+    from evo.tasks.mnist1d.data import make_splits
+    splits = make_splits()
+    loop, scan = device_check.bare_jax(splits, 20, 1), device_check.bare_jax(splits, 20, 10)
+    assert loop["steps"] == scan["steps"] == 20
+    assert math.isfinite(loop["mean_train_loss"]) and math.isfinite(scan["mean_train_loss"])
+    # the same step on the same batches: scan and loop train the same parameters (up to float reassociation)
+    assert abs(loop["mean_train_loss"] - scan["mean_train_loss"]) < 1e-3
+    torch_run = device_check.torch_loop(splits, 20, "cpu", eval_every=10)
+    assert torch_run["steps"] == 20 and 0.0 <= torch_run["val_accuracy"] <= 1.0
