@@ -259,3 +259,15 @@ def test_device_check_measures_loop_scan_and_torch():
     assert abs(loop["mean_train_loss"] - scan["mean_train_loss"]) < 1e-3
     torch_run = device_check.torch_loop(splits, 20, "cpu", eval_every=10)
     assert torch_run["steps"] == 20 and 0.0 <= torch_run["val_accuracy"] <= 1.0
+
+
+def test_device_check_script_plans_every_part():
+    """benchmarks/device_check.sh --dry-run: the six parts with the GPU sizes the issue asks for."""
+    import subprocess
+    out = subprocess.run(["bash", os.path.join(TESTS_DIR, "..", "benchmarks", "device_check.sh"), "--dry-run"],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "OUT": "/nonexistent/out"},
+                         check=True).stdout
+    parts = [line.split(",")[0].lstrip("[") for line in out.splitlines() if line.startswith("[")]
+    assert parts == ["train", "children", "lm", "tuning", "demo", "pytest"]
+    assert "--steps 8000" in out and "--levels 1 2 4 8" in out and "--n 16" in out and "evaluator.device=gpu" in out
+    assert not os.path.exists("/nonexistent/out")
