@@ -857,11 +857,19 @@ def _run_pooled(entry: str, kwargs: dict, limits: SandboxLimits, readonly_paths:
         if not os.path.exists(path):
             raise FileNotFoundError(f"evo.sandbox: path for the child does not exist: {path}")
     preload = [entry.partition(":")[0]]
-    key = (limits, tuple(readonly_paths), scratch_root, tuple(extra_pythonpath),
+    # os.getpid(): a forked copy of the search process never shares its parent's servers (and their pipes)
+    key = (os.getpid(), limits, tuple(readonly_paths), scratch_root, tuple(extra_pythonpath),
            tuple(sorted((extra_env or {}).items())), tuple(devices), tuple(cpus or ()), tuple(preload))
-    with _POOL_LOCK:
-        idle = _POOL.setdefault(key, [])
-        server = idle.pop() if idle else None
+    server = None
+    while server is None:
+        with _POOL_LOCK:
+            idle = _POOL.setdefault(key, [])
+            server = idle.pop() if idle else None
+        if server is None:
+            break
+        if server.proc.poll() is not None:  # died while idle (not this child's doing): replace it
+            server.close()
+            server = None
     if server is None:
         server = _TrustedServer(limits, readonly_paths, scratch_root, extra_pythonpath, extra_env, devices, cpus,
                                 preload)

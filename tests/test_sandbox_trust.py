@@ -194,6 +194,30 @@ def test_trusted_check_refuses_custom_calls_that_jax_was_told_to_allow():
         deserialize("not a module", "apply")
 
 
+def test_a_module_that_never_finishes_times_out_and_its_trusted_worker_is_replaced(data_path):
+    from evo import sandbox
+
+    # the forward pass is a billion-step loop: the export is instant, running it in the trusted stage is not
+    hang = ("import jax\nimport flax.linen as nn\n\nclass Model(nn.Module):\n    @nn.compact\n"
+            "    def __call__(self, x):\n"
+            "        x = jax.lax.fori_loop(0, 10**9, lambda i, v: v * 1.0000001, x)\n"
+            "        return nn.Dense(10)(x)\n")
+    limits = SandboxLimits(timeout_s=20)
+    res = run_in_sandbox(ENTRY, {"data_path": data_path, **TRAIN}, hang, limits, readonly_paths=[data_path],
+                         extra_env=CHILD_ENV)
+    assert res.status == outcome.TIMEOUT, (res.status, res.reason)
+    assert "trusted-pool" in res.isolation
+    assert all(s.proc.poll() is None for idle in sandbox._POOL.values() for s in idle)  # the hung one is gone
+    code = "import flax.linen as nn\n" + MODEL
+    first = run_in_sandbox(ENTRY, {"data_path": data_path, **TRAIN}, code, limits, readonly_paths=[data_path],
+                           extra_env=CHILD_ENV)
+    again = run_in_sandbox(ENTRY, {"data_path": data_path, **TRAIN}, code, limits, readonly_paths=[data_path],
+                           extra_env=CHILD_ENV)
+    assert first.status == again.status == outcome.OK, (first.reason, again.reason)
+    assert first.payload["val_accuracy"] == again.payload["val_accuracy"]  # a reused worker scores the same
+    assert sandbox.close_trusted_pool() >= 1
+
+
 @pytest.mark.skipif(not BWRAP_OK, reason=f"needs bubblewrap: {BWRAP_WHY}")
 def test_child_can_neither_write_the_trusted_code_nor_read_the_labels_under_bwrap(data_path):
     import evo
