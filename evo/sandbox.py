@@ -19,7 +19,8 @@ the most portable to the most privileged; :func:`describe_isolation` says which 
   installation, the ``evo`` package, ``extra_pythonpath`` and ``readonly_paths`` are
   visible. Writable: the private work folder (HOME and cwd, ``/sandbox`` inside) and a
   private ``/tmp`` (a folder next to it on disk), both deleted afterwards.
-* **cgroup v1** (when root can create groups, as on the dev machine): a hard memory cap of
+* **cgroup v1**, else **v2** (unified hierarchy, our delegated subtree or the mount's root, when a probe
+  group gets the memory and pids controllers; cgroup.kill ends the tree): a hard memory cap of
   ``memory_mb`` for the whole tree (RLIMIT_AS is per process), a task cap ``max_tasks``
   (a fork bomb stops there) and a reliable kill of every task in the group.
 
@@ -36,10 +37,14 @@ Result channel: a dedicated pipe (the child's fd ``N``, inherited only by the wo
 process, not by anything it spawns) and a per-run random nonce sent on stdin, which the
 worker reads before any untrusted code is loaded. The child's stdout/stderr go to a log
 file, whose tail comes back as ``log_tail``; prints cannot reach the channel, and lines on
-the channel without the nonce (or not JSON) are ignored. Limitation: code that runs in the
-worker's interpreter can, with deliberate introspection, find the nonce and report a
-result of its choosing -- as it could anyway by patching the harness it runs next to. A
-hostile program can therefore lie about its own score; it cannot escape the limits.
+the channel without the nonce (or not JSON) are ignored. Code that runs in the worker's interpreter can,
+with deliberate introspection, find the nonce and report a result of its choosing: so for the entries in
+``TWO_STAGE`` (MNIST-1D) the child's process only exports its model, and the score comes from a second
+process that never runs child code (evo/exported.py, evo/tasks/mnist1d/trusted.py; pooled, see
+TRUSTED_POOL). Other entries (CLRS) are still scored in the child's process and could lie about their score.
+
+Secrets: the search process is made non-dumpable and the worker drops every capability before child code,
+so no child can read another process's /proc/<pid>/environ, mem or fd/ even with isolation=none as root.
 """
 
 from __future__ import annotations
