@@ -18,7 +18,8 @@ the most portable to the most privileged; :func:`describe_isolation` says which 
   only the system directories (/usr, /lib*, /bin, a few files of /etc), the Python
   installation, the ``evo`` package, ``extra_pythonpath`` and ``readonly_paths`` are
   visible. Writable: the private work folder (HOME and cwd, ``/sandbox`` inside) and a
-  private ``/tmp`` (a folder next to it on disk), both deleted afterwards.
+  private ``/tmp``, tmpfs of ``scratch_mb`` each (None: folders next to the private folder on
+  disk), and ``/dev/shm`` (tmpfs of ``max_file_mb``), all gone afterwards.
 * **cgroup v1**, else **v2** (unified hierarchy, our delegated subtree or the mount's root, when a probe
   group gets the memory and pids controllers; cgroup.kill ends the tree): a hard memory cap of
   ``memory_mb`` for the whole tree (RLIMIT_AS is per process), a task cap ``max_tasks``
