@@ -65,7 +65,11 @@ def test_layer_keywords_are_the_installed_signatures():
     assert '"kernel_size="' in grammar and '"features="' in grammar
 
 
-def test_constrained_sampling_writes_only_the_grammar(tiny):
+@pytest.mark.parametrize("head_vocab", ["full", "code"])
+def test_constrained_sampling_writes_only_the_grammar(tiny, tiny_lm_dir, head_vocab):
+    """Also with the code-token head, whose kept ids need not hold the token the grammar forces."""
+    if head_vocab == "code":
+        tiny = HFCausalLM(str(tiny_lm_dir), max_new_tokens=80, head_vocab="code")
     task = MNIST1DTask(train_steps=10)
     op = CrossMut(samples_per_prompt=6, constrain="grammar", max_body_lines=40)
     seeds = task.seed_programs()
