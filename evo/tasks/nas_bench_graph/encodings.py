@@ -6,7 +6,7 @@ COLE's code-LM embeddings of the rendered class, cached on disk by table key.
                 one network can differ (branch order); the table key does not, the encoding may.
     path        BANANAS's path encoding (White et al. 2021): one indicator per input-to-output path,
                 a path being the sequence of operations it passes (lengths 1..4; 9 + 81 + 729 + 6561 =
-                7,380 features). A path ends at a leaf (the cell's output sums the leaves). It depends
+                7,380 features; ``structural`` keeps the columns of paths that occur). A path ends at a leaf (the cell's output sums the leaves). It depends
                 only on the network, so every listing of one architecture has the same encoding.
     minilm, operator   COLE: the packaged MiniLM, or the operator LM's mean last hidden state
                 (evo.surrogate.MiniLMEmbedder / LMEmbedder), of ``render(arch)``.
@@ -60,22 +60,35 @@ def path_features() -> int:
     return sum(k ** n for n in range(1, NODES + 1))
 
 
-def path_encoding(arch: Architecture) -> np.ndarray:
+def path_indices(arch: Architecture) -> list[int]:
+    """The positions of ``arch``'s paths in the 7,380-long path encoding."""
     ops = {op: i for i, op in enumerate(operations())}
     k = len(ops)
-    vec = np.zeros(path_features(), np.float32)
+    out = []
     for path in paths(arch):
         offset = sum(k ** n for n in range(1, len(path)))   # paths of shorter length come first
         index = 0
         for op in path:
             index = index * k + ops[op]
-        vec[offset + index] = 1.0
+        out.append(offset + index)
+    return out
+
+
+def path_encoding(arch: Architecture) -> np.ndarray:
+    vec = np.zeros(path_features(), np.float32)
+    vec[path_indices(arch)] = 1.0
     return vec
 
 
 def structural(name: str, archs: Sequence[Architecture]) -> np.ndarray:
-    fn = {"adjacency": adjacency_encoding, "path": path_encoding}[name]
-    return np.stack([fn(a) for a in archs])
+    if name == "path":   # only the columns of paths that occur (the whole space x 7,380 would be 0.8 GB)
+        rows = [path_indices(a) for a in archs]
+        used = {c: j for j, c in enumerate(sorted({c for r in rows for c in r}))}
+        X = np.zeros((len(archs), len(used)), np.float32)
+        for i, r in enumerate(rows):
+            X[i, [used[c] for c in r]] = 1.0
+        return X
+    return np.stack([adjacency_encoding(a) for a in archs])
 
 
 class EmbeddingCache:
