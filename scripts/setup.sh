@@ -26,6 +26,13 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# SLURM's commands (slurm-wlm, munge, MariaDB for accounting): evaluator=slurm is refused without `sbatch` on PATH,
+# and the SLURM tests start a one-node cluster from them (scripts/slurm.sh start). Installed here, not by the first
+# test that needs them, so the config tests see the same machine whatever order the tests run in. Nothing starts.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  bash scripts/slurm.sh install || echo "setup: could not install SLURM; the SLURM tests and evaluator=slurm will fail" >&2
+fi
+
 # torch first and pinned: this takes the local CPU build. An unpinned torch (asked for by transformers'
 # extras or by hand) would pull several GB of CUDA packages.
 python -m pip install -q --disable-pip-version-check torch==2.13.0

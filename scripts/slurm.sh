@@ -4,6 +4,7 @@
 #
 #   bash scripts/slurm.sh start    # install the packages if missing (apt, root), start all daemons, wait until
 #                                  # `srun -N1 true` works; a no-op if the cluster is already up and healthy
+#   bash scripts/slurm.sh install  # only install the packages if missing (apt, root); starts nothing
 #   bash scripts/slurm.sh stop     # cancel all jobs, stop every daemon this script started (idempotent)
 #   bash scripts/slurm.sh status   # one line per daemon + sinfo; exit 0 if healthy, else 1
 #   bash scripts/slurm.sh clean    # stop, then delete the state folder and the /etc/slurm links
@@ -469,9 +470,10 @@ cmd_clean() {
 }
 
 case ${1:-} in
+  install) mkdir -p "$STATE/log" && install_packages ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   clean) cmd_clean ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
