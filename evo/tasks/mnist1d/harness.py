@@ -14,6 +14,18 @@ from evo.tasks.child import JAX_CHILD_ENV, build_failure, run_program
 CHILD_ENV = JAX_CHILD_ENV
 
 
+def build_model(code: str):
+    """Run the child's module code and instantiate its ``Model`` (untrusted: inside the sandbox only)."""
+    Model = run_program(code, "Model")
+    try:
+        model = Model()
+    except (Exception, SystemExit) as e:  # noqa: BLE001
+        raise build_failure(e, "Model()") from None
+    if not hasattr(model, "init") or not hasattr(model, "apply"):
+        raise ChildFailure(BUILD_ERROR, f"Model is a {type(model).__name__}, not a flax.linen Module")
+    return model
+
+
 def evaluate_source(code: str, data_path: str, **train_kwargs) -> dict:
     """Both stages in THIS process (tests and benchmarks; the search runs them in two processes):
     :func:`export_source` on ``code``, then :func:`evo.tasks.mnist1d.trusted.score_export` on its output.
@@ -46,13 +58,7 @@ def export_source(code: str, num_inputs: int = 40, init_batch: int | None = None
     from evo.tasks.mnist1d.train import INIT_BATCH, cross_entropy
 
     init_batch = init_batch or INIT_BATCH
-    Model = run_program(code, "Model")
-    try:
-        model = Model()
-    except (Exception, SystemExit) as e:  # noqa: BLE001
-        raise build_failure(e, "Model()") from None
-    if not hasattr(model, "init") or not hasattr(model, "apply"):
-        raise ChildFailure(BUILD_ERROR, f"Model is a {type(model).__name__}, not a flax.linen Module")
+    model = build_model(code)
     kw = {"platforms": list(platforms)} if platforms else {}
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw threefry key: jax.random.key_data(jax.random.key(s))
     x_init = jax.ShapeDtypeStruct((init_batch, num_inputs), jnp.float32)
@@ -108,13 +114,7 @@ def evaluate_in_child(code: str, data_path: str, **train_kwargs) -> dict:
     from evo.tasks.mnist1d.data import load_splits
     from evo.tasks.mnist1d.train import train_and_evaluate
 
-    Model = run_program(code, "Model")
-    try:
-        model = Model()
-    except (Exception, SystemExit) as e:  # noqa: BLE001
-        raise build_failure(e, "Model()") from None
-    if not hasattr(model, "init") or not hasattr(model, "apply"):
-        raise ChildFailure(BUILD_ERROR, f"Model is a {type(model).__name__}, not a flax.linen Module")
+    model = build_model(code)
     check_model(model)
     import jax
     return {**train_and_evaluate(model, load_splits(data_path), **train_kwargs), "device": jax.default_backend()}
