@@ -51,6 +51,7 @@ VARIANTS.update({
     "demo_cached": [*DEMO, "lm.decoder=cached"],
     "demo_code_head": [*DEMO, "lm.head_vocab=code"],
     "demo_grammar": [*DEMO, "crossmut.constrain=grammar"],
+    "demo_grammar_resample": [*DEMO, "crossmut.constrain=grammar", "crossmut.resample_copies=1"],   # the demo preset
     "demo_all": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar", "crossmut.resample_copies=1"],
 })
 INVENTED = ("NameError", "unexpected keyword argument", "has no attribute", "is not defined")

@@ -58,7 +58,7 @@ def test_rerunning_the_sweep_command_resumes_it_and_repeats_no_child(tiny_lm_dir
     cmd = [sys.executable, "-m", "evo.run", "--config-dir", "sweeps", "--config-name", SWEEP, "lm=hf",
            f"lm.model={tiny_lm_dir}", *TINY, f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
            "seed=0", "ablation=none,naive_fewshot",
-           "crossmut.resample_copies=0"]   # the demo resamples copies: off, so both runs draw exactly the budget
+           "crossmut.resample_copies=0"]   # no copy resampling (the demo may turn it on): both runs draw exactly the budget
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     jobs = {0: "none", 1: "naive_fewshot"}   # the sweep's job order: seed-major, ablations as listed
