@@ -80,6 +80,8 @@ class FilterAndEval:
             ev.status = outcome.FILTERED
             ev.reason = f"validation error {error:.3f} >= alpha {self.alpha}"
         else:
-            ev.reason = f"best validation accuracy {ev.val_accuracy:.4f} at step {p.get('best_step')}"
+            # a tabular task has no training steps: its payload says where the score came from instead
+            where = p.get("source") or f"at step {p.get('best_step')}"
+            ev.reason = f"best validation accuracy {ev.val_accuracy:.4f} {where}"
             ev.fitness = fitness(ev.num_params, ev.val_accuracy)
         return ev

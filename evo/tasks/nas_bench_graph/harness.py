@@ -16,5 +16,5 @@ def evaluate_source(code: str, dataset: str) -> dict:
     except SpaceError as exc:
         raise outcome.ChildFailure(outcome.BUILD_ERROR, f"outside the NAS-Bench-Graph space: {exc}") from None
     return {"num_params": record.num_params, "val_accuracy": record.val_accuracy,
-            "test_accuracy": record.test_accuracy, "best_step": f"table key {record.key}",
+            "test_accuracy": record.test_accuracy, "source": f"(NAS-Bench-Graph table, key {record.key})",
             "train_s": 0.0, "device": "table", "link": list(arch.link), "ops": list(arch.ops)}
