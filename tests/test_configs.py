@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from evo.config import ConfigError, validate
@@ -37,7 +37,14 @@ def test_every_option_composes_and_instantiates(cfg_factory, group):
         validate(cfg, needs_lm=False)
         if group in ("task", "selection", "evaluator", "logger", "surrogate"):
             obj = instantiate(cfg[group])
-            assert obj is not None
+            assert type(obj) is get_class(cfg[group]._target_), option
+            # The option's values reached the object: each scalar setting it keeps under the same name. A key
+            # whose value is None means "decide at run time" (evaluator.workers: the free cores), so it is left out.
+            node = OmegaConf.to_container(cfg[group], resolve=True)
+            for key, value in node.items():
+                if not key.startswith("_") and hasattr(obj, key) and not isinstance(value, (dict, list)) \
+                        and value is not None:
+                    assert getattr(obj, key) == value, (option, key)
 
 
 def test_lm_options_compose(cfg_factory):

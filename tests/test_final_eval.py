@@ -8,7 +8,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -53,14 +52,12 @@ def test_published_table_is_the_papers():
     ("final_eval.baseline=missing.py", "final_eval.baseline", "readable"),
 ])
 def test_bad_options_fail_before_compute(tmp_path, override, key, hint):
-    t0 = time.time()
     r = final_eval("child_file=seeds/clrs/v1.py", override, f"cache_dir={tmp_path / 'cache'}",
                    f"final_eval.out_dir={tmp_path / 'out'}", timeout=120)
     assert r.returncode == 2 and key in r.stderr and "Fix:" in r.stderr and hint in r.stderr, r.stderr[-2000:]
     if key == "final_eval.algorithms":   # the valid names are listed
         assert "strongly_connected_components" in r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()   # nothing generated or trained
-    assert time.time() - t0 < 60
 
 
 def test_final_eval_end_to_end_and_resume(tmp_path):
@@ -97,12 +94,10 @@ def test_final_eval_end_to_end_and_resume(tmp_path):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Same command, same out_dir: nothing is evaluated again.
-    t0 = time.time()
     again = final_eval(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 skipped" in again.stdout and "0 to run" in again.stdout
     assert (out / "results.jsonl").read_text().splitlines() == lines
-    assert time.time() - t0 < 45
 
     # The baseline itself as the child: the same program (by normalised code), already evaluated.
     same = final_eval(*[a if not a.startswith("child_file=") else "child_file=seeds/clrs/v1.py" for a in args])

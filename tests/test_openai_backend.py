@@ -213,12 +213,11 @@ def test_client_errors_fail_at_once_quoting_the_server(server, monkeypatch):
 def test_a_dead_server_fails_after_the_retries():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     backend = OpenAICompatibleLM(model="m", base_url=url, max_retries=2, backoff_s=0.01, timeout_s=2)
-    t0 = time.monotonic()
     with pytest.raises(LMUnavailableError, match=r"after 3 attempts") as info:
         backend.sample(PROMPT, [0.2, 1.0], seed=0)
     message = str(info.value)
     assert f"lm.base_url={url}" in message and "lm.model=m" in message and "OPENAI_API_KEY" in message
-    assert not isinstance(info.value, LMRequestError) and time.monotonic() - t0 < 5
+    assert not isinstance(info.value, LMRequestError)
 
 
 def test_hydra_config_instantiates_the_backend(cfg_factory):
