@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from surrogate_efficiency import REPO, ROOT, cole_overrides, leave_one_out, none_overrides, run_search  # noqa: E402
 
-from evo import dataset  # noqa: E402
+from evo.analysis import dataset  # noqa: E402
 
 OUT = REPO / "benchmarks" / "data" / "mnist1d_children.jsonl.gz"
 BENCHMARK_SEEDS = (1, 2, 3)

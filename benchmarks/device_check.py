@@ -6,10 +6,10 @@
 ``train``: the seed CNN (seeds/mnist1d/cnn.py) on MNIST-1D, batch 128, AdamW lr 0.01 (the paper's EVAL), in
 one process, one after the other on the same device: evo's trainer (``train_and_evaluate``, evaluations every
 250 steps included), the same jitted step from a bare Python loop, the same step ``--chunks`` at a time inside
-``lax.scan`` (the per-backend choice of evo.devices.TRAIN_LOOP rests on loop vs scan), and a plain PyTorch loop of
+``lax.scan`` (the per-backend choice of evo.search.devices.TRAIN_LOOP rests on loop vs scan), and a plain PyTorch loop of
 the same net on the same batches (with the same evaluations). Ratios are in the same run.
 
-``children``: children per hour through ``evaluator=local`` (evo.evaluators.LocalEvaluator, the real sandbox,
+``children``: children per hour through ``evaluator=local`` (evo.search.evaluators.LocalEvaluator, the real sandbox,
 the two-process MNIST-1D path) with 1, 2, 4, 8 children at once sharing the device (``workers_per_gpu``):
 ``2 x level`` seed children per level (the seeds cycled), wall clock from the first submission to the last
 result. On a CPU machine ``--device cpu`` runs the same code path with small sizes (the check of the script).
@@ -164,9 +164,9 @@ def run_children(args) -> dict:
     from hydra import compose, initialize_config_dir
 
     from evo.config import register_configs
-    from evo.evaluators import LocalEvaluator
-    from evo.filter_eval import FilterAndEval
-    from evo.sandbox import SandboxLimits
+    from evo.search.evaluators import LocalEvaluator
+    from evo.search.filter_eval import FilterAndEval
+    from evo.sandbox.runner import SandboxLimits
 
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):

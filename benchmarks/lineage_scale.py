@@ -36,10 +36,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evo import dataset, lineage, outcome  # noqa: E402
+from evo.analysis import dataset, lineage  # noqa: E402
+
+from evo import outcome
 from evo.archive import Archive  # noqa: E402
-from evo.lineage import browser  # noqa: E402
-from evo.program import code_hash  # noqa: E402
+from evo.analysis.lineage import browser  # noqa: E402
+from evo.search.program import code_hash  # noqa: E402
 
 DATA = REPO / "benchmarks" / "data" / "mnist1d_children.jsonl.gz"
 OUT = REPO / "benchmarks" / "results" / "lineage_scale.json"

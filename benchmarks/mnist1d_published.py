@@ -41,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evo.evaluators import cpu_slots  # noqa: E402
-from evo.sandbox import SandboxLimits, run_in_sandbox  # noqa: E402
+from evo.search.evaluators import cpu_slots  # noqa: E402
+from evo.sandbox.runner import SandboxLimits, run_in_sandbox  # noqa: E402
 from evo.tasks.mnist1d.task import MNIST1DTask  # noqa: E402
 
 PROGRAMS = {"logreg": ROOT / "benchmarks" / "programs" / "mnist1d_logreg.py",

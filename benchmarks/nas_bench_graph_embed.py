@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
-    from evo.surrogate_quality import make_embedder
+    from evo.analysis.surrogate_quality import make_embedder
     from evo.tasks.nas_bench_graph.encodings import EmbeddingCache, embed_into
     archs = ordered_space(args.order_seed)[:args.limit]
     name = embedder_name(args.embedder, args.lm_model)

@@ -7,9 +7,9 @@ encodings (adjacency + one-hot, path), as in evo.surrogate_quality.
 On each dataset, the first --set-size architectures of the fixed random order (those embedded first);
 per training size (50, 100, 200, 400) and --repeats random splits (the same splits for every encoding
 and head), a head is fit on that many architectures' validation performance and scored on ALL the
-others: Kendall tau, Spearman rho, top-10% precision (evo.surrogate_quality.cross_validate).
+others: Kendall tau, Spearman rho, top-10% precision (evo.analysis.surrogate_quality.cross_validate).
 Heads: BANANAS's MLP ensemble (evo.tasks.nas_bench_graph.bananas.MLPEnsemble) and ridge
-(evo.surrogate.ridge_head). Writes benchmarks/results/nas_bench_graph_quality_<set>.json.
+(evo.search.surrogate.ridge_head). Writes benchmarks/results/nas_bench_graph_quality_<set>.json.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def head(name: str):
     if name == "mlp_ensemble":
         from evo.tasks.nas_bench_graph.bananas import MLPEnsemble
         return lambda: MLPEnsemble(seed=0)
-    from evo.surrogate import ridge_head
+    from evo.search.surrogate import ridge_head
     return ridge_head
 
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch_one_thread()
     import numpy as np
-    from evo.surrogate_quality import cross_validate
+    from evo.analysis.surrogate_quality import cross_validate
     from evo.tasks.nas_bench_graph.encodings import ENCODINGS, EmbeddingCache, encode
     from evo.tasks.nas_bench_graph.space import arrays
     encodings, heads = args.encodings.split(","), args.heads.split(",")

@@ -1,4 +1,4 @@
-"""Seconds per epoch of soft prompt tuning (evo.tuning) for the packaged Gemma-3-270M on this CPU.
+"""Seconds per epoch of soft prompt tuning (evo.search.tuning) for the packaged Gemma-3-270M on this CPU.
 
 Protocol: the paper's tuning settings (16 virtual tokens, batch 16, lr 0.1) on 16 training texts in
 the prompt format (the prelude, then two MNIST-1D seed programs with their Metrics docstrings),
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def training_texts(n: int) -> list[str]:
-    from evo.prompt import metrics_docstring, normalise_entry
+    from evo.search.prompt import metrics_docstring, normalise_entry
     from evo.tasks.mnist1d.task import PRELUDE
     seeds = sorted((ROOT / "seeds" / "mnist1d").glob("*.py"))
     codes = [normalise_entry(p.read_text()) for p in seeds]
@@ -67,7 +67,7 @@ def main() -> None:
     import transformers
 
     from evo.lm.hf import HFCausalLM
-    from evo.tuning import PromptTuningConfig, SoftPromptTuner
+    from evo.search.tuning import PromptTuningConfig, SoftPromptTuner
 
     lm = HFCausalLM(args.model, threads=args.threads, max_new_tokens=args.gen_tokens)
     texts = training_texts(args.texts)

@@ -87,10 +87,10 @@ def search_setup(n: int, parents: list[str]):
     """The task, operator and prompt as `python -m evo.run experiment=demo` builds them."""
     import yaml
 
-    from evo.crossmut import CrossMut
-    from evo.filter_eval import fitness
-    from evo.prompt import Example
-    from evo.repair import ClassStop
+    from evo.search.crossmut import CrossMut
+    from evo.search.filter_eval import fitness
+    from evo.search.prompt import Example
+    from evo.search.repair import ClassStop
     from evo.tasks.mnist1d.task import MNIST1DTask
 
     task_cfg = yaml.safe_load((ROOT / "conf" / "task" / "mnist1d.yaml").read_text())

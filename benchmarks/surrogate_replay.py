@@ -12,7 +12,7 @@ static checks reject, which the surrogate never sees) is the proposal stream, ``
     none      trains every proposal. Its target is the best fitness among the first
               ``--rounds`` rounds' proposals (its whole budget); trainings to target are counted
               as in the real benchmark (children that reached training, in order).
-    cole      the search's surrogate (evo.surrogate: MiniLM or --embedder operator, ridge head on log fitness,
+    cole      the search's surrogate (evo.search.surrogate: MiniLM or --embedder operator, ridge head on log fitness,
               refitted each round; trains the predicted best half + a random 10%) on the same
               stream, starting from the four seeds (cold) or also from every dataset child outside
               this replay's budget (warm, as surrogate.prior would).
@@ -42,15 +42,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from surrogate_efficiency import REPO, TRAINED  # noqa: E402  what counts as a training, as in real searches
 
-from evo import dataset, outcome  # noqa: E402
-from evo.surrogate import ColeSurrogate, ridge_head, target_value  # noqa: E402
+from evo.analysis import dataset  # noqa: E402
+
+from evo import outcome
+from evo.search.surrogate import ColeSurrogate, ridge_head, target_value  # noqa: E402
 
 STATIC = (outcome.SYNTAX_ERROR, outcome.FORBIDDEN)
 
 
 def embeddings(rows: list[dict], embedder_name: str, lm_model: str) -> dict[str, np.ndarray]:
     """Vectors by code hash, cached per embedder in outputs/benchmarks/surrogate_replay/ between runs."""
-    from evo.surrogate_quality import make_embedder
+    from evo.analysis.surrogate_quality import make_embedder
     cache = REPO / "outputs" / "benchmarks" / "surrogate_replay" / f"{embedder_name}.npz"
     held = dict(np.load(cache)) if cache.exists() else {}
     missing = [r for r in rows if r["code_hash"] not in held]

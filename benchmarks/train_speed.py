@@ -14,7 +14,7 @@ alternately and keeps the fastest run of each (the VM's 2 cores are shared: timi
     python benchmarks/train_speed.py --sandbox [--repeats 2] [--out benchmarks/results/train_speed_sandbox.json]
 
 ``--sandbox`` instead measures the cost of the trust boundary on one whole child evaluation: the seed CNN
-through ``evo.sandbox.run_in_sandbox`` (bwrap where usable, rlimits, cgroup, pinned to ``--cpu``, default 0)
+through ``evo.sandbox.runner.run_in_sandbox`` (bwrap where usable, rlimits, cgroup, pinned to ``--cpu``, default 0)
 on the former single-process path (``harness:evaluate_in_child``: build, check and train where the child's
 Python runs) and on the two-process path the search uses (``harness:evaluate_source``: export in the
 sandboxed child, checks, training and scoring in a fresh trusted process), alternately, keeping the fastest
@@ -139,8 +139,8 @@ def run_sandbox_comparison(args) -> dict:
     """Per-child wall time, single-process (old) vs export + trusted process (new), same run, alternated."""
     import tempfile
 
-    from evo import sandbox
-    from evo.sandbox import SandboxLimits, run_in_sandbox
+    from evo.sandbox import runner as sandbox
+    from evo.sandbox.runner import SandboxLimits, run_in_sandbox
     from evo.tasks.mnist1d.data import make_splits, save_splits
 
     code = (ROOT / "seeds/mnist1d/cnn.py").read_text()

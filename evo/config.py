@@ -53,7 +53,7 @@ class SandboxConfig:
 
 @dataclass
 class SoftPromptConfig:
-    """evo.tuning.PromptTuningConfig's fields (the TRAIN step between rounds)."""
+    """evo.search.tuning.PromptTuningConfig's fields (the TRAIN step between rounds)."""
     num_virtual_tokens: int = 16
     epochs: int = 5
     batch_size: int = 16
@@ -93,9 +93,9 @@ class EvoConfig:
     crossmut: CrossMutConfig = field(default_factory=CrossMutConfig)
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    evaluator: Any = MISSING          # group: local | slurm (evo.evaluators)
+    evaluator: Any = MISSING          # group: local | slurm (evo.search.evaluators)
     logger: Any = MISSING             # group: none | wandb (evo.tracking)
-    surrogate: Any = MISSING          # group: none | cole (evo.surrogate)
+    surrogate: Any = MISSING          # group: none | cole (evo.search.surrogate)
     seed: int = 0
     run_dir: str = MISSING
     cache_dir: str = MISSING
@@ -161,7 +161,7 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     for node in ("logger", "surrogate"):   # their constructors check their own options (nothing is loaded)
         instantiate_checked(cfg[node])
     _check_surrogate_prior(cfg)
-    from evo.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
+    from evo.search.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
     try:
         PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt))
     except ValueError as exc:
@@ -185,7 +185,7 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
 def _check_surrogate_prior(cfg: DictConfig) -> None:
     """A prior's scores must come from the same training protocol as this run's (train steps, data...)."""
     import sqlite3
-    from evo import dataset
+    from evo.analysis import dataset
     here = dataset.protocol({"task": OmegaConf.to_container(cfg.task, resolve=True)})
     for path in cfg.surrogate.get("prior") or ():
         try:
@@ -236,7 +236,7 @@ def _check_evaluator(ev: DictConfig) -> None:
         if ev.workers is not None and ev.workers < 1:
             _fail("evaluator.workers", ev.workers, "It is the number of children evaluated at once.",
                   "pass evaluator.workers=1 or more, or null (the cores less the LM's threads).")
-        from evo.devices import plan_devices, visible_gpus   # the GPU keys (evo/devices.py says what they mean)
+        from evo.search.devices import plan_devices, visible_gpus   # the GPU keys (evo/search/devices.py says what they mean)
         device = ev.get("device", "auto")
         try:
             plan_devices(visible_gpus() if device != "cpu" else [], device=device, workers=ev.workers,

@@ -24,9 +24,9 @@ from evo.run import CONF_DIR
 
 
 def evaluate_file(cfg: DictConfig) -> dict:
-    from evo.filter_eval import FilterAndEval
-    from evo.program import code_hash
-    from evo.sandbox import SandboxLimits
+    from evo.search.filter_eval import FilterAndEval
+    from evo.search.program import code_hash
+    from evo.sandbox.runner import SandboxLimits
 
     validate(cfg, needs_lm=False)
     if not cfg.child_file:
@@ -40,7 +40,7 @@ def evaluate_file(cfg: DictConfig) -> dict:
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     evaluate = FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha)
-    from evo.evaluators import cpu_slots
+    from evo.search.evaluators import cpu_slots
     result = evaluate(code, cpus=cpu_slots(1, cfg.evaluator.get("pin_cpus", True))[0]).as_dict()
     result.pop("log_tail")
     return {"child_file": str(path), "code_hash": code_hash(code), **result}

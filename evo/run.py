@@ -24,6 +24,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from evo.archive.moved import current_paths
 from evo.config import ConfigError, effective_search, register_configs, tunes_soft_prompt, validate
 
 log = logging.getLogger("evo")
@@ -62,7 +63,9 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
     if stored is None:
         archive.set_meta("fingerprint", json.dumps(new, sort_keys=True))
         return False
-    old = json.loads(stored)
+    # A run made before evo/ became packages stored the old module paths (evo.selection.PaperTopK): compare
+    # them as today's (evo.search.selection.PaperTopK), so the same command still resumes it.
+    old = current_paths(json.loads(stored))
     changed = sorted(k for k in new if old.get(k) != new[k])
     if changed:
         raise ConfigError(
@@ -75,7 +78,7 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
 def build_selection(cfg: DictConfig):
     """The selection group's rule, or a uniform draw under the random-parents ablation."""
     if cfg.ablation.random_parents:
-        from evo.selection import RandomParents
+        from evo.search.selection import RandomParents
         return RandomParents(survivors=cfg.selection.survivors, retire=cfg.selection.get("retire", True))
     return instantiate(cfg.selection)
 
@@ -94,11 +97,11 @@ def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
 
 def build_search(cfg: DictConfig, archive, on_round=None):
     """Every component of Algorithm 1 from the config (nothing is loaded or trained here)."""
-    from evo.crossmut import CrossMut
-    from evo.filter_eval import FilterAndEval
-    from evo.loop import EvoPrompting, SearchSettings
-    from evo.sandbox import SandboxLimits, describe_isolation
-    from evo.tuning import PromptTuningConfig
+    from evo.search.crossmut import CrossMut
+    from evo.search.filter_eval import FilterAndEval
+    from evo.search.loop import EvoPrompting, SearchSettings
+    from evo.sandbox.runner import SandboxLimits, describe_isolation
+    from evo.search.tuning import PromptTuningConfig
 
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
@@ -132,7 +135,7 @@ def build_search(cfg: DictConfig, archive, on_round=None):
 
 def _after_round(tracker, archive, run_dir: Path, t: int) -> None:
     """After each finished round (-1: the seeds): the logger, and lineage.html redrawn in the run folder."""
-    from evo.lineage import write_lineage_safely
+    from evo.analysis.lineage import write_lineage_safely
     tracker.log_round(archive, t)
     write_lineage_safely(archive, run_dir)
 
@@ -140,7 +143,7 @@ def _after_round(tracker, archive, run_dir: Path, t: int) -> None:
 def run(cfg: DictConfig) -> float:
     """Build every component from the config, run Algorithm 1, report. Returns the best fitness."""
     from evo.archive import Archive
-    from evo.report import write_report
+    from evo.analysis.report import write_report
 
     validate(cfg)
     tracker = instantiate(cfg.logger)

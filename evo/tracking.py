@@ -237,7 +237,7 @@ class WandbLogger:
             todo.append(r)
         if not todo:
             return
-        from evo.report import round_stats
+        from evo.analysis.report import round_stats
         stats = {s["round"]: s for s in round_stats(archive)}
         ledger = {row["round"]: row for row in archive.cost_ledger()["rounds"]}
         tuning = {t["round"]: t["seconds"] for t in archive.tuning()}
@@ -263,7 +263,7 @@ class WandbLogger:
                             "all)", len(rows), wandb.Table.MAX_ROWS)
             data["children"] = wandb.Table(columns=list(CHILD_COLUMNS),
                                            data=[[row[c] for c in CHILD_COLUMNS] for row in rows])
-            from evo import lineage   # the tree as a table: parent ids as a list, the diff against each parent
+            from evo.analysis import lineage   # the tree as a table: parent ids as a list, the diff against each parent
             data["lineage"] = wandb.Table(columns=list(lineage.TABLE_COLUMNS), data=lineage.table_rows(archive))
         if (run_dir / "lineage.html").exists():   # the explorer itself, shown by W&B as an HTML panel
             data["report/lineage"] = wandb.Html((run_dir / "lineage.html").read_text(), inject=False)
@@ -274,7 +274,7 @@ class WandbLogger:
             self._run.log(data, step=self._final_step())
 
     def _log_summary(self, archive: Archive, summary: dict) -> None:
-        from evo import report
+        from evo.analysis import report
         costs = summary.get("costs") or archive.cost_ledger()
         best = summary.get("best") or report.best_programs(archive, 1)
         values = {"final/best_fitness": summary.get("best_fitness"),
@@ -288,7 +288,7 @@ class WandbLogger:
         self._run.summary.update({k: v for k, v in values.items() if v is not None})
 
     def _log_programs(self, archive: Archive) -> None:
-        from evo import report
+        from evo.analysis import report
         if self.best_programs < 1:
             return
         best = report.best_programs(archive, self.best_programs)
@@ -372,7 +372,7 @@ class WandbLogger:
 # -- metrics ---------------------------------------------------------------------------------------
 def _round_metrics(archive: Archive, r: int, stats: dict[int, dict]) -> dict[str, Any]:
     """What round r produced (round -1: the seeds, scored but not in the history G)."""
-    from evo.report import run_hypervolume
+    from evo.analysis.report import run_hypervolume
     if r == -1:
         rows = archive.query("SELECT status, fitness FROM children WHERE round = -1")
         fits = [x["fitness"] for x in rows if x["status"] == outcome.OK and x["fitness"] is not None]

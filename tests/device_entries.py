@@ -1,4 +1,4 @@
-"""Entry functions for tests/test_devices.py, run INSIDE the sandbox by evo.sandbox_worker
+"""Entry functions for tests/test_devices.py, run INSIDE the sandbox by evo.sandbox.worker
 (the harness signature ``fn(code, **kwargs) -> dict``; the tests directory reaches the child via
 ``extra_pythonpath``)."""
 

@@ -1,4 +1,4 @@
-"""Entry functions for tests/test_sandbox.py, run INSIDE the sandbox by evo.sandbox_worker.
+"""Entry functions for tests/test_sandbox.py, run INSIDE the sandbox by evo.sandbox.worker.
 
 Each has the harness signature ``fn(code, **kwargs) -> dict``; ``code`` is ignored or
 exec'd as the test needs. The tests directory reaches the child via ``extra_pythonpath``.

@@ -13,7 +13,7 @@ import pytest
 from evo.archive import Child
 from evo.config import ConfigError, effective_search, validate
 from evo.run import build_selection
-from evo.selection import PaperTopK, RandomParents
+from evo.search.selection import PaperTopK, RandomParents
 from runs import REPO, TUNABLE, rows, search_cmd
 
 ABLATIONS = ("none", "no_prompt_tuning", "random_parents", "naive_fewshot")

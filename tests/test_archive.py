@@ -8,7 +8,7 @@ import pytest
 
 from evo import outcome
 from evo.archive import Archive
-from evo.program import code_hash
+from evo.search.program import code_hash
 
 PROG = "import flax.linen as nn\n\nclass Model(nn.Module):\n    pass\n"
 

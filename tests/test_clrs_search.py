@@ -66,7 +66,7 @@ def test_clrs_search_runs_end_to_end(tmp_path, tiny_lm_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert sorted(s["seed_name"] for s in summary["seeds"]) == ["v1", "v1_sum"]
     assert (run_dir / "summary.md").exists()
-    from evo import lineage   # lineage.html, with CLRS's names for the two scores
+    from evo.analysis import lineage   # lineage.html, with CLRS's names for the two scores
     page = lineage.read_page(run_dir / "lineage.html")
     assert page["task"] == "clrs" and page["labels"] == lineage.LABELS["clrs"]
     assert [n["id"] for n in page["nodes"]] == [r["id"] for r in rows(run_dir, "SELECT id FROM children ORDER BY id")]

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from conftest import compose_cfg  # noqa: E402
 from evo import outcome  # noqa: E402
 from evo.outcome import ChildFailure  # noqa: E402
-from evo.program import check_static  # noqa: E402
+from evo.search.program import check_static  # noqa: E402
 from evo.tasks.clrs.task import PRELUDE, PREFILL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,8 +177,8 @@ def test_bad_signature_and_missing_function_are_build_errors():
     (HEAD + "    return hk.Linear(out_size)(z\n", outcome.SYNTAX_ERROR, ["line"]),
 ], ids=["import_os", "open", "dunder", "missing_function", "syntax"])
 def test_static_failures_cost_no_sandbox(tiny_task, code, status, words):
-    from evo.filter_eval import FilterAndEval
-    from evo.sandbox import SandboxLimits
+    from evo.search.filter_eval import FilterAndEval
+    from evo.sandbox.runner import SandboxLimits
     cfg, task, prepared = tiny_task
     evaluate = FilterAndEval(task, prepared, SandboxLimits(**OmegaConf.to_container(cfg.sandbox)), cfg.search.alpha)
     res = evaluate(code)
@@ -190,9 +190,9 @@ def test_static_failures_cost_no_sandbox(tiny_task, code, status, words):
 def test_sandbox_gives_broken_children_a_status(tiny_task, name):
     """The search's real path (FilterAndEval: static checks, then the harness in the sandbox) stops
     these children at the pre-training check: a dm-clrs import and a check, no compilation."""
-    from evo.filter_eval import FilterAndEval
-    from evo.evaluators import cpu_slots
-    from evo.sandbox import SandboxLimits
+    from evo.search.filter_eval import FilterAndEval
+    from evo.search.evaluators import cpu_slots
+    from evo.sandbox.runner import SandboxLimits
     cfg, task, prepared = tiny_task
     limits = SandboxLimits(**{**OmegaConf.to_container(cfg.sandbox), "timeout_s": 300})
     evaluate = FilterAndEval(task, prepared, limits, cfg.search.alpha)
@@ -223,8 +223,8 @@ def test_evaluate_command_on_seed_v1(tiny_task):
 def test_a_cut_off_sample_is_closed_into_a_working_function():
     """A runaway stack of layers (the stop rule cuts it) gets the task's closing return and then passes
     the contract check: the repair makes a trainable child, recorded as such."""
-    from evo.crossmut import CrossMut
-    from evo.repair import finish
+    from evo.search.crossmut import CrossMut
+    from evo.search.repair import finish
     from evo.tasks.clrs.checks import check_triplet_fn
     from evo.tasks.clrs.harness import load_program
     from evo.tasks.clrs.task import CLRSTask

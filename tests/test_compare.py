@@ -14,7 +14,7 @@ import yaml
 
 from evo import outcome
 from evo.archive import Archive
-from evo.compare import (Run, best_so_far_curve, bootstrap_ci, find_run_folders, group_variants, load_run, main,
+from evo.analysis.compare import (Run, best_so_far_curve, bootstrap_ci, find_run_folders, group_variants, load_run, main,
                          parse_wandb_spec, run_fitnesses, top_children, variant_curve)
 
 REPO = Path(__file__).resolve().parents[1]

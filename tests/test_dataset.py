@@ -12,9 +12,11 @@ import sys
 
 import pytest
 
-from evo import dataset, outcome
+from evo.analysis import dataset
+
+from evo import outcome
 from evo.archive import Archive
-from evo.surrogate import read_trained, trained_programs
+from evo.search.surrogate import read_trained, trained_programs
 from runs import REPO, rows, search_cmd
 
 

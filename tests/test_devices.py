@@ -1,4 +1,4 @@
-"""evo.devices: the assignment of children to GPUs (a pure function, many machines and configs), the sandbox's
+"""evo.search.devices: the assignment of children to GPUs (a pure function, many machines and configs), the sandbox's
 device pass-through (a real bubblewrap child sees exactly the device files its slot names: stand-in character
 devices here), and the CPU path of evaluator=local (unchanged on a machine without GPUs).
 
@@ -13,8 +13,8 @@ import stat
 
 import pytest
 
-from evo.devices import CONTROL_FILES, Gpu, plan_devices, visible_gpus
-from evo.sandbox import SandboxLimits, _bwrap_usable, run_in_sandbox
+from evo.search.devices import CONTROL_FILES, Gpu, plan_devices, visible_gpus
+from evo.sandbox.runner import SandboxLimits, _bwrap_usable, run_in_sandbox
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 BWRAP_OK, BWRAP_WHY = _bwrap_usable()
@@ -187,7 +187,7 @@ def test_local_evaluator_cpu_path_unchanged(tmp_path):
     from conftest import compose_cfg
     from hydra.utils import instantiate
 
-    from evo.evaluators import LocalEvaluator, default_workers, evaluate_for_slot
+    from evo.search.evaluators import LocalEvaluator, default_workers, evaluate_for_slot
     if HAS_GPU:
         pytest.skip("this machine has a GPU: the CPU path is checked with evaluator.device=cpu below")
     cfg = compose_cfg([], tmp_path)
@@ -200,8 +200,8 @@ def test_local_evaluator_cpu_path_unchanged(tmp_path):
 
 def test_gpu_slot_evaluate_gets_env_and_devices(tmp_path):
     """The FILTERANDEVAL a GPU slot runs: the slot's env on top of the task's, its device files, no RLIMIT_AS."""
-    from evo.evaluators import evaluate_for_slot
-    from evo.filter_eval import FilterAndEval
+    from evo.search.evaluators import evaluate_for_slot
+    from evo.search.filter_eval import FilterAndEval
     from evo.tasks.base import Prepared
 
     class _Task:   # evaluate_for_slot only copies the cascade's settings; nothing is trained here
@@ -222,9 +222,9 @@ def test_real_gpu_child_trains_on_its_gpu(tmp_path):
     from conftest import compose_cfg
     from hydra.utils import instantiate
 
-    from evo.evaluators import evaluate_for_slot
-    from evo.filter_eval import FilterAndEval
-    from evo.sandbox import SandboxLimits as Limits
+    from evo.search.evaluators import evaluate_for_slot
+    from evo.search.filter_eval import FilterAndEval
+    from evo.sandbox.runner import SandboxLimits as Limits
     cfg = compose_cfg(["task.train_steps=200", "task.eval_every=100", "evaluator.device=gpu"], tmp_path)
     task = instantiate(cfg.task)
     prepared = task.prepare(tmp_path)
@@ -236,7 +236,7 @@ def test_real_gpu_child_trains_on_its_gpu(tmp_path):
 
 
 def test_train_loop_choice_per_backend():
-    from evo.devices import train_loop_for
+    from evo.search.devices import train_loop_for
     assert train_loop_for("auto", "cpu") == "loop"      # measured on this CPU
     assert train_loop_for("auto", "gpu") == "loop"      # not measured yet: the loop
     assert train_loop_for("scan", "cpu") == "scan"

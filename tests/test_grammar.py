@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from evo.crossmut import CrossMut
+from evo.search.crossmut import CrossMut
 from evo.lm.hf import HFCausalLM
-from evo.prompt import normalise_entry
+from evo.search.prompt import normalise_entry
 from evo.tasks.mnist1d.grammar import LAYERS, lark_grammar
 from evo.tasks.mnist1d.task import PREFILL, MNIST1DTask
 
@@ -73,7 +73,7 @@ def test_constrained_sampling_writes_only_the_grammar(tiny, tiny_lm_dir, head_vo
     task = MNIST1DTask(train_steps=10)
     op = CrossMut(samples_per_prompt=6, constrain="grammar", max_body_lines=40)
     seeds = task.seed_programs()
-    from evo.prompt import Example
+    from evo.search.prompt import Example
     parents = [Example(code=seeds["cnn"], num_params=5210, val_accuracy=0.92),
                Example(code=seeds["mlp"], num_params=15210, val_accuracy=0.64)]
     prompt, _ = op.make_prompt(task, parents)

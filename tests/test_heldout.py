@@ -11,7 +11,7 @@ from test_compare import SWEEP_CFG, make_run
 
 from evo import outcome
 from evo.archive import Archive
-from evo.heldout import main
+from evo.analysis.heldout import main
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = yaml.safe_load((REPO / "conf" / "task" / "mnist1d.yaml").read_text())

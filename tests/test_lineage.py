@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from evo import lineage, outcome
-from evo.lineage import browser
+from evo.analysis import lineage
+
+from evo import outcome
+from evo.analysis.lineage import browser
 from runs import REPO, rows, search_cmd
 
 SCREENSHOT = REPO / "benchmarks" / "results" / "lineage.png"
@@ -183,7 +185,7 @@ def test_search_box_and_failed_toggle(page, run_dir):
 
 @needs_browser
 def test_sweep_page_links_each_run_to_its_lineage(run_dir, tmp_path, driver):
-    from evo.compare import main
+    from evo.analysis.compare import main
     second = tmp_path / "second"
     shutil.copytree(run_dir, second, ignore=shutil.ignore_patterns("lineage.html"))   # a second replicate
     db = sqlite3.connect(second / "archive.sqlite")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from evo.config import ConfigError, validate
-from evo.crossmut import CrossMut
+from evo.search.crossmut import CrossMut
 from evo.lm.hf import HFCausalLM, LMUnavailableError, check_available
-from evo.prompt import Example
-from evo.repair import ClassRules, ClassStop
+from evo.search.prompt import Example
+from evo.search.repair import ClassRules, ClassStop
 from evo.tasks.mnist1d.task import PREFILL, MNIST1DTask
 
 

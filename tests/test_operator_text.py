@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from evo.crossmut import CrossMut
-from evo.program import check_static, code_hash
-from evo.prompt import Example, make_fewshot_prompt, target_metrics
-from evo.repair import ClassRules, ClassStop, finish
+from evo.search.crossmut import CrossMut
+from evo.search.program import check_static, code_hash
+from evo.search.prompt import Example, make_fewshot_prompt, target_metrics
+from evo.search.repair import ClassRules, ClassStop, finish
 from evo.tasks.mnist1d.task import PREFILL, PRELUDE, MNIST1DTask
 
 CLOSING = MNIST1DTask.closing_return

@@ -1,4 +1,4 @@
-"""evo.sandbox: real subprocesses, no mocks.
+"""evo.sandbox.runner: real subprocesses, no mocks.
 
 The entry functions live in tests/sandbox_entries.py and reach the child through
 ``extra_pythonpath``. Tests that need bubblewrap are skipped (with the reason) where it is
@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from evo import outcome
-from evo.sandbox import (SandboxLimits, SandboxResult, _bwrap_usable, _cgroup_usable, allow_new,
+from evo.sandbox.runner import (SandboxLimits, SandboxResult, _bwrap_usable, _cgroup_usable, allow_new,
                          describe_isolation, kill_running, run_in_sandbox)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -420,7 +420,7 @@ def test_cgroup2_group_takes_the_tree_and_kills_it(cgroup2_mount):
     """The v2 code path on a real unified hierarchy: create, move a process tree in, cap, kill, remove."""
     import subprocess
 
-    from evo.sandbox import _Cgroup2
+    from evo.sandbox.runner import _Cgroup2
 
     group = _Cgroup2(cgroup2_mount, f"evo-sbx-test-{uuid.uuid4().hex[:8]}", memory_mb=256, max_tasks=16)
     proc = None
@@ -450,7 +450,7 @@ def test_cgroup2_group_takes_the_tree_and_kills_it(cgroup2_mount):
 
 
 def test_cgroup2_group_caps_memory_and_tasks(cgroup2_mount):
-    from evo.sandbox import _Cgroup2
+    from evo.sandbox.runner import _Cgroup2
 
     group = _Cgroup2(cgroup2_mount, f"evo-sbx-test-{uuid.uuid4().hex[:8]}", memory_mb=256, max_tasks=16)
     try:

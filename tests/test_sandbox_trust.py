@@ -20,7 +20,7 @@ import os
 import pytest
 
 from evo import outcome
-from evo.sandbox import SandboxLimits, _bwrap_usable, run_in_sandbox
+from evo.sandbox.runner import SandboxLimits, _bwrap_usable, run_in_sandbox
 from evo.tasks.mnist1d.data import make_splits, save_splits
 from evo.tasks.mnist1d.harness import CHILD_ENV
 
@@ -78,11 +78,11 @@ os._exit(0)
     # patch the trusted modules this interpreter can reach: the worker's reporting function, the parameter
     # count, the checks and the trusted scorer
     "patch_trusted_modules": HEADER + '''
-import evo.sandbox_worker as worker
+import evo.sandbox.worker as worker
 import evo.tasks.mnist1d.train as train
 import evo.tasks.mnist1d.checks as checks
 import evo.tasks.mnist1d.trusted as trusted
-import evo.exported as exported
+import evo.sandbox.exported as exported
 
 real_send = worker._send
 worker._send = lambda fd, nonce, status, reason, payload: real_send(fd, nonce, "ok", "", {**payload, **FORGED})
@@ -150,7 +150,7 @@ def test_baked_in_weights_count_as_parameters(data_path):
             "        return (x @ jnp.asarray(W))[:, :10] + nn.Dense(10)(x)\n")
     res = evaluate(code, data_path)
     assert res.status == outcome.OK, res.reason
-    from evo.exported import FREE_CONSTANTS
+    from evo.sandbox.exported import FREE_CONSTANTS
 
     assert res.payload["baked_constants"] >= 40 * 100 - FREE_CONSTANTS
     assert res.payload["num_params"] == HONEST_PARAMS + res.payload["baked_constants"]
@@ -171,12 +171,12 @@ def test_children_that_would_leave_the_array_world_get_no_score(body, data_path)
 
 def test_trusted_check_refuses_custom_calls_that_jax_was_told_to_allow():
     # A child controls its own export: it can switch jax's export safety check off. The trusted stage's own
-    # module check (evo.exported.inspect_modules) is what refuses the module then.
+    # module check (evo.sandbox.exported.inspect_modules) is what refuses the module then.
     import jax
     import jax.numpy as jnp
     from jax import export
 
-    from evo.exported import deserialize, encode, inspect_modules
+    from evo.sandbox.exported import deserialize, encode, inspect_modules
     from evo.outcome import ChildFailure
 
     def forward(x):
@@ -195,7 +195,7 @@ def test_trusted_check_refuses_custom_calls_that_jax_was_told_to_allow():
 
 
 def test_a_module_that_never_finishes_times_out_and_its_trusted_worker_is_replaced(data_path):
-    from evo import sandbox
+    from evo.sandbox import runner as sandbox
 
     # the forward pass is a billion-step loop: the export is instant, running it in the trusted stage is not
     hang = ("import jax\nimport flax.linen as nn\n\nclass Model(nn.Module):\n    @nn.compact\n"
@@ -223,7 +223,7 @@ def test_child_can_neither_write_the_trusted_code_nor_read_the_labels_under_bwra
     import evo
 
     package = os.path.dirname(os.path.abspath(evo.__file__))
-    targets = [os.path.join(package, f) for f in ("sandbox_worker.py", "exported.py", "tasks/mnist1d/trusted.py")]
+    targets = [os.path.join(package, f) for f in ("sandbox/worker.py", "sandbox/exported.py", "tasks/mnist1d/trusted.py")]
     code = ("import os\nimport flax.linen as nn\n"
             f"for path in {targets!r}:\n"
             "    try:\n        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))\n        print('WRITABLE', path)\n"
@@ -273,7 +273,7 @@ result = {"found": found, "opened": opened, "ppid": os.getppid()}
 # The search process: its environment holds the secret from the start (what /proc shows is the initial block).
 SEARCH = '''
 import json, sys
-from evo.sandbox import SandboxLimits, run_in_sandbox
+from evo.sandbox.runner import SandboxLimits, run_in_sandbox
 res = run_in_sandbox("sandbox_entries:run_code", {"secret": sys.argv[2]}, sys.argv[3],
                      SandboxLimits(timeout_s=120, isolation=sys.argv[1]), extra_pythonpath=[sys.argv[4]])
 print(json.dumps({"status": res.status, "reason": res.reason, "payload": res.payload, "isolation": res.isolation}))

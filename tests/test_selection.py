@@ -7,7 +7,7 @@ import random
 from evo.archive import Child
 import pytest
 
-from evo.selection import Pareto, PaperTopK, RandomParents, Tournament, crowding_distance, dominates, non_dominated_sort
+from evo.search.selection import Pareto, PaperTopK, RandomParents, Tournament, crowding_distance, dominates, non_dominated_sort
 
 
 def history(n=12):

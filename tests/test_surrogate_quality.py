@@ -15,8 +15,8 @@ import pytest
 
 from evo import outcome
 from evo.archive import Archive
-from evo.surrogate import ColeSurrogate, MiniLMEmbedder, ridge_head
-from evo.surrogate_quality import (bag_of_tokens_predictor, cross_validate, embed_programs, load_programs, main,
+from evo.search.surrogate import ColeSurrogate, MiniLMEmbedder, ridge_head
+from evo.analysis.surrogate_quality import (bag_of_tokens_predictor, cross_validate, embed_programs, load_programs, main,
                                    params_predictor, top_precision, usable_sizes)
 
 REPO = Path(__file__).resolve().parents[1]

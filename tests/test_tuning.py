@@ -1,4 +1,4 @@
-"""Soft prompt tuning (evo.tuning) with real peft on the tiny Llama of tests/tiny_lm.py."""
+"""Soft prompt tuning (evo.search.tuning) with real peft on the tiny Llama of tests/tiny_lm.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from evo.lm.hf import HFCausalLM  # noqa: E402
-from evo.tuning import PromptTuningConfig, SoftPromptTuner  # noqa: E402
+from evo.search.tuning import PromptTuningConfig, SoftPromptTuner  # noqa: E402
 from tiny_lm import corpus  # noqa: E402
 
 CFG = PromptTuningConfig(epochs=4, batch_size=4, max_length=256, micro_batch_size=2)

@@ -57,9 +57,9 @@ def test_next_round_samples_with_the_saved_prompt(reference, tiny_lm_dir):
     the archive's, character for character; the base LM writes something else."""
     from hydra.utils import instantiate
 
-    from evo.crossmut import CrossMut
-    from evo.loop import derive_seed
-    from evo.tuning import PromptTuningConfig, SoftPromptTuner
+    from evo.search.crossmut import CrossMut
+    from evo.search.loop import derive_seed
+    from evo.search.tuning import PromptTuningConfig, SoftPromptTuner
     from omegaconf import OmegaConf
 
     run_dir, cache = reference

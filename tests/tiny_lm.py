@@ -10,7 +10,7 @@ import random
 import re
 from pathlib import Path
 
-from evo.prompt import metrics_docstring, normalise_entry
+from evo.search.prompt import metrics_docstring, normalise_entry
 from evo.tasks.mnist1d.task import PRELUDE
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds" / "mnist1d"

@@ -1,7 +1,7 @@
 """What the search needs from a language model: batched sampling of one prompt.
 
 A backend is any object with ``name`` and ``sample``. The crossover/mutation operator
-(``evo.crossmut``) owns the prompt and the stopping rule; the backend owns tokens and devices.
+(``evo.search.crossmut``) owns the prompt and the stopping rule; the backend owns tokens and devices.
 """
 
 from __future__ import annotations

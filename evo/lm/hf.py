@@ -236,7 +236,7 @@ def code_token_ids(tokenizer, vocab_size: int) -> list[int]:
 class HFCausalLM:
     """A transformers causal LM that samples the n children of a prompt as one batch."""
 
-    supports_prompt_tuning = True   # local weights: evo.tuning trains a soft prompt in front of them
+    supports_prompt_tuning = True   # local weights: evo.search.tuning trains a soft prompt in front of them
 
     @staticmethod
     def check_config(lm_cfg) -> None:

@@ -43,7 +43,7 @@ def describe(exc: BaseException, limit: int = 300) -> str:
 def build_failure(exc: BaseException, what: str) -> ChildFailure:
     """The failure for an exception raised by the child's own code: running out of memory is
     MEMORY (the sandbox's cap), anything else a build error."""
-    from evo.sandbox_worker import exception_outcome
+    from evo.sandbox.worker import exception_outcome
     status, reason = exception_outcome(exc)
     if status == MEMORY:
         return ChildFailure(MEMORY, f"{what} raised {reason}")

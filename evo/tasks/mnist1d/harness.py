@@ -2,7 +2,7 @@
 
 ``export_source`` runs INSIDE the sandboxed subprocess that runs the child's Python; it sees no data. The
 numbers the search acts on are computed by ``evo.tasks.mnist1d.trusted.score_export`` in another, fresh
-process in which no child Python ever runs (evo/exported.py says why that is a trust boundary). jax is
+process in which no child Python ever runs (evo/sandbox/exported.py says why that is a trust boundary). jax is
 imported lazily so that the search process can import ``CHILD_ENV`` from here cheaply.
 """
 
@@ -45,14 +45,14 @@ def export_source(code: str, num_inputs: int = 40, init_batch: int | None = None
     ``init(key uint32[2], x f32[init_batch, 40]) -> variables``, ``apply(params, x f32[b, 40]) -> logits`` and
     ``loss_grad(params, x f32[b, 40], y i32[b]) -> (mean cross-entropy, d loss / d params)``, with a symbolic
     batch ``b``. Nothing this process returns is trusted: the trusted stage checks the modules and does all
-    training and scoring itself (see evo/exported.py). Raises ``ChildFailure`` for a program that cannot be
+    training and scoring itself (see evo/sandbox/exported.py). Raises ``ChildFailure`` for a program that cannot be
     built or exported (its own failure: it gains nothing by faking one).
     """
     import jax
     import jax.numpy as jnp
     from jax import export
 
-    from evo.exported import encode
+    from evo.sandbox.exported import encode
     from evo.outcome import SHAPE_ERROR
     from evo.tasks.child import describe
     from evo.tasks.mnist1d.train import INIT_BATCH, cross_entropy

@@ -2,7 +2,7 @@
 
 ``score_export`` runs in a fresh sandboxed process that never runs child Python: it gets only the serialized
 ``jax.export`` modules that :func:`evo.tasks.mnist1d.harness.export_source` made in the untrusted process,
-checks them (evo/exported.py: no custom calls but jax's shape assertions, no host transfers, no effects;
+checks them (evo/sandbox/exported.py: no custom calls but jax's shape assertions, no host transfers, no effects;
 constants counted as parameters), runs the pre-training checks on them (finite (batch, 10) logits, batch
 independence: evo/tasks/mnist1d/checks.py), trains with optax and scores on the validation and test splits,
 all with trusted code. The labels of the validation and test splits exist only in this process.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from evo.exported import deserialize, inspect_modules
+from evo.sandbox.exported import deserialize, inspect_modules
 from evo.outcome import BUILD_ERROR, ChildFailure
 
 

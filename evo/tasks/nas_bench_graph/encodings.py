@@ -9,7 +9,7 @@ COLE's code-LM embeddings of the rendered class, cached on disk by table key.
                 7,380 features; ``structural`` keeps the columns of paths that occur). A path ends at a leaf (the cell's output sums the leaves). It depends
                 only on the network, so every listing of one architecture has the same encoding.
     minilm, operator   COLE: the packaged MiniLM, or the operator LM's mean last hidden state
-                (evo.surrogate.MiniLMEmbedder / LMEmbedder), of ``render(arch)``.
+                (evo.search.surrogate.MiniLMEmbedder / LMEmbedder), of ``render(arch)``.
 
 ``EmbeddingCache`` stores vectors in SQLite (one row per table key), so a long embedding job can be
 stopped and resumed, and later benchmarks read the vectors instead of recomputing them.

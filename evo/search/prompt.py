@@ -17,7 +17,7 @@ import ast
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from evo.program import entry_source, unparse_definition
+from evo.search.program import entry_source, unparse_definition
 
 
 @dataclass(frozen=True)

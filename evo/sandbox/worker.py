@@ -1,6 +1,6 @@
-"""Child side of the sandbox: ``python -m evo.sandbox_worker --result-fd N``.
+"""Child side of the sandbox: ``python -m evo.sandbox.worker --result-fd N``.
 
-Started by :func:`evo.sandbox.run_in_sandbox`, never by hand. Order matters, because the
+Started by :func:`evo.sandbox.runner.run_in_sandbox`, never by hand. Order matters, because the
 generated code is untrusted:
 
 1. read the whole spec (JSON, including the per-run nonce) from stdin and close stdin,
@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 
-# Out-of-memory signatures in exception messages and logs (also used by evo.sandbox).
+# Out-of-memory signatures in exception messages and logs (also used by evo.sandbox.runner).
 OOM_SIGNATURES = (
     "MemoryError",
     "std::bad_alloc",
@@ -216,7 +216,7 @@ def _send(fd: int, nonce: str, status: str, reason: str, payload: dict) -> None:
 
 
 def serve(result_fd: int) -> int:
-    """``--serve``: a long-lived TRUSTED worker (evo.sandbox's pool for the trusted stage of TWO_STAGE entries;
+    """``--serve``: a long-lived TRUSTED worker (evo.sandbox.runner's pool for the trusted stage of TWO_STAGE entries;
     never used for an entry that runs child code). Line 1 on stdin: the setup (pythonpath, rlimits, cpus,
     preload); then one JSON request per line ({nonce, entry, kwargs}), answered on the result fd like a one-shot
     worker's result. EOF on stdin ends it. Requests run one at a time; jax's caches are cleared after each."""
@@ -287,7 +287,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "--result-fd" and argv[2] == "--serve":
         return serve(int(argv[1]))
     if len(argv) != 2 or argv[0] != "--result-fd":
-        print("usage: python -m evo.sandbox_worker --result-fd N [--serve]", file=sys.stderr)
+        print("usage: python -m evo.sandbox.worker --result-fd N [--serve]", file=sys.stderr)
         return 3
     result_fd = int(argv[1])
 

@@ -1,8 +1,8 @@
 """CROSSMUT (Algorithm 2): the LM as crossover and mutation operator.
 
 For each of the m prompts of a round: draw k parents i.i.d. from the population P, write the
-few-shot prompt (``evo.prompt``), sample n children from the LM, and turn each sample into a
-program (``evo.repair``). Copies of a known program may be resampled (``resample_copies``).
+few-shot prompt (``evo.search.prompt``), sample n children from the LM, and turn each sample into a
+program (``evo.search.repair``). Copies of a known program may be resampled (``resample_copies``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from evo.filter_eval import fitness
+from evo.search.filter_eval import fitness
 from evo.lm.base import Completion
-from evo.program import code_hash
-from evo.prompt import Example, make_fewshot_prompt, target_metrics
-from evo.repair import ClassRules, ClassStop, finish
+from evo.search.program import code_hash
+from evo.search.prompt import Example, make_fewshot_prompt, target_metrics
+from evo.search.repair import ClassRules, ClassStop, finish
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Run one child evaluation in its own OS process, with limits, and get its result back.
 
 The generated program is untrusted: it is only ever loaded inside the process started
-here (``python -m evo.sandbox_worker``), never in the search process. Protections, from
+here (``python -m evo.sandbox.worker``), never in the search process. Protections, from
 the most portable to the most privileged; :func:`describe_isolation` says which are active:
 
 * **rlimits** (always): ``RLIMIT_AS`` = ``memory_mb`` (see "memory" below), ``RLIMIT_CPU``
@@ -41,7 +41,7 @@ file, whose tail comes back as ``log_tail``; prints cannot reach the channel, an
 the channel without the nonce (or not JSON) are ignored. Code that runs in the worker's interpreter can,
 with deliberate introspection, find the nonce and report a result of its choosing: so for the entries in
 ``TWO_STAGE`` (MNIST-1D) the child's process only exports its model, and the score comes from a second
-process that never runs child code (evo/exported.py, evo/tasks/mnist1d/trusted.py; pooled, see
+process that never runs child code (evo/sandbox/exported.py, evo/tasks/mnist1d/trusted.py; pooled, see
 TRUSTED_POOL). Other entries (CLRS) are still scored in the child's process and could lie about their score.
 
 Secrets: the search process is made non-dumpable and the worker drops every capability before child code,
@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from evo import outcome
-from evo.sandbox_worker import OOM_SIGNATURES, set_non_dumpable
+from evo.sandbox.worker import OOM_SIGNATURES, set_non_dumpable
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _use_bwrap(limits: SandboxLimits) -> bool:
         return True
     if limits.isolation == "bwrap":
         raise RuntimeError(f"isolation='bwrap' requested but {why}")
-    warnings.warn(f"evo.sandbox: {why}; children run with rlimits only (no network, "
+    warnings.warn(f"evo.sandbox.runner: {why}; children run with rlimits only (no network, "
                   "filesystem or PID isolation)", RuntimeWarning, stacklevel=3)
     return False
 
@@ -406,7 +406,7 @@ class _Cgroup:
                 except OSError:
                     pass
             time.sleep(0.02)
-        log.warning("evo.sandbox: tasks left in cgroup %s after SIGKILL", self.dirs)
+        log.warning("evo.sandbox.runner: tasks left in cgroup %s after SIGKILL", self.dirs)
 
     def remove(self) -> None:
         for d in self.dirs:
@@ -419,7 +419,7 @@ class _Cgroup:
                 except OSError:
                     time.sleep(0.02)
             else:
-                log.warning("evo.sandbox: could not remove cgroup %s", d)
+                log.warning("evo.sandbox.runner: could not remove cgroup %s", d)
 
 
 class _Cgroup2(_Cgroup):
@@ -516,7 +516,7 @@ def child_env(limits: SandboxLimits, home: str, tmp: str, pythonpath: Sequence[s
 
 # ---------------------------------------------------------------- the run
 
-# Entries whose scores must not come from the process that runs the child's Python (evo/exported.py):
+# Entries whose scores must not come from the process that runs the child's Python (evo/sandbox/exported.py):
 # entry -> (untrusted entry, trusted entry, the kwargs the untrusted stage gets, the keys of its payload the
 # trusted stage gets). run_in_sandbox runs the untrusted entry on the code (it sees no data: readonly_paths
 # are not given to it), then the trusted entry in a second, fresh process, on all of ``kwargs`` and those
@@ -591,7 +591,7 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     """
     for path in list(readonly_paths) + list(extra_pythonpath):
         if not os.path.exists(path):
-            raise FileNotFoundError(f"evo.sandbox: path for the child does not exist: {path}")
+            raise FileNotFoundError(f"evo.sandbox.runner: path for the child does not exist: {path}")
     use_bwrap = _use_bwrap(limits)
     isolation = describe_isolation(limits, use_bwrap)
     cgroup_ok = limits.cgroup and _cgroup_usable()
@@ -625,7 +625,7 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
         env = child_env(limits, home, tmp_inside, pythonpath, extra_env)
 
         read_fd, write_fd = os.pipe()
-        argv = [sys.executable, "-s", "-m", "evo.sandbox_worker", "--result-fd", str(write_fd)]
+        argv = [sys.executable, "-s", "-m", "evo.sandbox.worker", "--result-fd", str(write_fd)]
         if use_bwrap:
             # evo_parent is on PYTHONPATH but not bound: only the evo package is visible
             ro = list(readonly_paths) + [os.path.abspath(p) for p in extra_pythonpath]
@@ -637,7 +637,7 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
                                       limits.max_tasks)
                 argv = cgroup.join_prefix() + argv
             except OSError as exc:
-                log.warning("evo.sandbox: no cgroup for this child (%s)", exc)
+                log.warning("evo.sandbox.runner: no cgroup for this child (%s)", exc)
                 isolation = isolation.replace("+cgroup(", "+no-cgroup(")
         start = time.monotonic()
         with open(log_file, "ab" if append_log else "wb") as logf:
@@ -735,7 +735,7 @@ class _TrustedServer:
             home, tmp_inside = (SANDBOX_HOME, "/tmp") if self.use_bwrap else (work, tmp)
             env = child_env(limits, home, tmp_inside, pythonpath, extra_env)
             self.read_fd, write_fd = os.pipe()
-            argv = [sys.executable, "-s", "-m", "evo.sandbox_worker", "--result-fd", str(write_fd), "--serve"]
+            argv = [sys.executable, "-s", "-m", "evo.sandbox.worker", "--result-fd", str(write_fd), "--serve"]
             if self.use_bwrap:
                 ro = list(readonly_paths) + [os.path.abspath(p) for p in extra_pythonpath]
                 argv = _bwrap_argv(shutil.which("bwrap"), self.private, limits.max_file_mb, ro, devices,
@@ -746,7 +746,7 @@ class _TrustedServer:
                                                limits.memory_mb, limits.max_tasks)
                     argv = self.cgroup.join_prefix() + argv
                 except OSError as exc:
-                    log.warning("evo.sandbox: no cgroup for a trusted worker (%s)", exc)
+                    log.warning("evo.sandbox.runner: no cgroup for a trusted worker (%s)", exc)
                     self.isolation = self.isolation.replace("+cgroup(", "+no-cgroup(")
             with open(self.log_file, "wb") as logf:
                 self.proc = _spawn(argv, stdin=subprocess.PIPE, stdout=logf, stderr=logf, pass_fds=(write_fd,),
@@ -861,7 +861,7 @@ def _run_pooled(entry: str, kwargs: dict, limits: SandboxLimits, readonly_paths:
     """The trusted entry on a pooled server for this configuration (started if none is idle)."""
     for path in list(readonly_paths) + list(extra_pythonpath):
         if not os.path.exists(path):
-            raise FileNotFoundError(f"evo.sandbox: path for the child does not exist: {path}")
+            raise FileNotFoundError(f"evo.sandbox.runner: path for the child does not exist: {path}")
     preload = [entry.partition(":")[0]]
     # os.getpid(): a forked copy of the search process never shares its parent's servers (and their pipes)
     key = (os.getpid(), limits, tuple(readonly_paths), scratch_root, tuple(extra_pythonpath),
@@ -945,7 +945,7 @@ def _rmtree(path: str) -> None:
     else:
         shutil.rmtree(path, onerror=fix)
     if os.path.exists(path):
-        log.warning("evo.sandbox: could not remove the private folder %s", path)
+        log.warning("evo.sandbox.runner: could not remove the private folder %s", path)
 
 
 def _talk(proc: subprocess.Popen, spec: bytes, read_fd: int, deadline: float
@@ -1030,7 +1030,7 @@ def _kill_tree(proc: subprocess.Popen, cgroup: _Cgroup | None) -> None:
     try:
         proc.wait(timeout=_KILL_GRACE_S)
     except subprocess.TimeoutExpired:
-        log.warning("evo.sandbox: pid %d did not die after SIGKILL", proc.pid)
+        log.warning("evo.sandbox.runner: pid %d did not die after SIGKILL", proc.pid)
 
 
 def _parse_channel(data: bytes, nonce: str) -> tuple[str, str, dict] | None:

@@ -2,19 +2,19 @@
 
     P <- seeds (evaluated like any child; never part of the history G)
     for t in 0..T-1:
-        C     <- CROSSMUT(LM_theta, P, m, k, n)    evo.crossmut
-        [C   <- the share of C the surrogate ranks best; surrogate=cole only]   evo.surrogate
-        C_ev  <- FILTERANDEVAL(C, alpha)           evo.filter_eval (children run in the sandbox)
+        C     <- CROSSMUT(LM_theta, P, m, k, n)    evo.search.crossmut
+        [C   <- the share of C the surrogate ranks best; surrogate=cole only]   evo.search.surrogate
+        C_ev  <- FILTERANDEVAL(C, alpha)           evo.search.filter_eval (children run in the sandbox)
         G     <- G + C_ev                          evo.archive (children with status ok)
         if t < T-1:                                (done at the start of round t+1)
-            P     <- GETTOP(G, p)                  evo.selection
-            theta <- TRAIN(theta, C_ev \\ P)       evo.tuning (soft prompt; skipped by ablation=no_prompt_tuning)
+            P     <- GETTOP(G, p)                  evo.search.selection
+            theta <- TRAIN(theta, C_ev \\ P)       evo.search.tuning (soft prompt; skipped by ablation=no_prompt_tuning)
     return GETTOP(G, p)
 
 Every step is written to the archive before the next one starts, and every random choice is
 seeded by (seed, round, prompt, attempt), so a run killed at any moment and started again with
 the same run folder continues where it stopped and ends as if it had never stopped. Children are
-evaluated by the evaluator (evo.evaluators: local sandboxed processes, or SLURM jobs) while the LM
+evaluated by the evaluator (evo.search.evaluators: local sandboxed processes, or SLURM jobs) while the LM
 keeps sampling, so LM time and training time overlap; each result is recorded as soon as it comes.
 """
 
@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 
 from evo import outcome
 from evo.archive import Archive, Child
-from evo.crossmut import CrossMut
-from evo.filter_eval import FilterAndEval
-from evo.program import code_hash
-from evo.prompt import Example, training_text
+from evo.search.crossmut import CrossMut
+from evo.search.filter_eval import FilterAndEval
+from evo.search.program import code_hash
+from evo.search.prompt import Example, training_text
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,11 @@ class EvoPrompting:
     evaluate: FilterAndEval
     archive: Archive
     lm_factory: Callable[[], object]   # loads the LM on first use: a finished run never loads it
-    evaluator: object = None           # evo.evaluators.LocalEvaluator (default: one worker) or SlurmEvaluator
-    tuning: Optional[object] = None    # evo.tuning.PromptTuningConfig; None: no soft prompt tuning (ablation)
+    evaluator: object = None           # evo.search.evaluators.LocalEvaluator (default: one worker) or SlurmEvaluator
+    tuning: Optional[object] = None    # evo.search.tuning.PromptTuningConfig; None: no soft prompt tuning (ablation)
     run_dir: Optional[Path] = None     # where each round's soft prompt is saved (soft_prompt/round_<t>)
     on_round: Optional[Callable[[int], None]] = None   # after each finished round (-1: seeds), e.g. the logger
-    surrogate: object = None           # evo.surrogate.ColeSurrogate, or None / NoSurrogate: train every child
+    surrogate: object = None           # evo.search.surrogate.ColeSurrogate, or None / NoSurrogate: train every child
     _lm: Optional[object] = field(default=None, init=False)
     _tuner: Optional[object] = field(default=None, init=False)
     _prompt_round: Optional[int] = field(default=None, init=False)   # the soft prompt the LM samples with now
@@ -79,10 +79,10 @@ class EvoPrompting:
 
     def __post_init__(self):
         if self.evaluator is None:
-            from evo.evaluators import LocalEvaluator
+            from evo.search.evaluators import LocalEvaluator
             self.evaluator = LocalEvaluator(workers=1)
         if self.surrogate is None:
-            from evo.surrogate import NoSurrogate
+            from evo.search.surrogate import NoSurrogate
             self.surrogate = NoSurrogate()
 
     @property
@@ -191,7 +191,7 @@ class EvoPrompting:
     def _screen(self, t: int) -> None:
         """The surrogate's step: after sampling, the static checks, then rank the rest and record the
         decision (and a skip's status) for each, all in one transaction."""
-        from evo.program import check_static
+        from evo.search.program import check_static
         fresh = self.archive.children("round = ? AND status = ? AND surrogate IS NULL", (t, outcome.PENDING))
         if not fresh:
             return
@@ -310,7 +310,7 @@ class EvoPrompting:
     @property
     def tuner(self):
         if self._tuner is None:
-            from evo.tuning import SoftPromptTuner
+            from evo.search.tuning import SoftPromptTuner
             self._tuner = SoftPromptTuner(self.lm, self.tuning, seed=derive_seed(self.settings.seed, "soft_prompt"))
         return self._tuner
 

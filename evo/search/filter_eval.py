@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from evo import outcome
-from evo.program import check_static
-from evo.sandbox import SandboxLimits, run_in_sandbox
+from evo.search.program import check_static
+from evo.sandbox.runner import SandboxLimits, run_in_sandbox
 from evo.tasks.base import Prepared, Task
 
 

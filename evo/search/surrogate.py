@@ -54,7 +54,7 @@ def trained_programs(archive) -> list[dict]:
 
 def read_trained(path) -> list[dict]:
     """``trained_programs`` of a run folder, an archive file or a dataset file (evo.dataset)."""
-    from evo import dataset
+    from evo.analysis import dataset
     if dataset.is_dataset(path):
         return dataset.trained(path)
     archive = dataset.open_run(path)

@@ -14,7 +14,7 @@ import ast
 from dataclasses import dataclass
 from typing import Optional
 
-from evo.program import entry_node, first_line, unparse_definition
+from evo.search.program import entry_node, first_line, unparse_definition
 
 
 def _indent(line: str) -> int:

@@ -1,4 +1,4 @@
-// The sweep page's code (evo/lineage/sweep.js, inlined by evo/lineage/__init__.py).
+// The sweep page's code (evo/analysis/lineage/sweep.js, inlined by evo/analysis/lineage/__init__.py).
 "use strict";
 
 async function loadData() {

@@ -1,7 +1,7 @@
 """Where FILTERANDEVAL runs: the ``evaluator`` config group.
 
     evaluator=local   a pool of worker threads on this machine; each runs one child at a time in its
-                      own sandboxed process (evo.sandbox), pinned to its own core
+                      own sandboxed process (evo.sandbox.runner), pinned to its own core
     evaluator=slurm   one SLURM job per child, submitted with submitit as a job array per batch, one GPU
                       each; the same sandbox runs on the compute node
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from evo import outcome
-from evo.filter_eval import Evaluation, FilterAndEval
+from evo.search.filter_eval import Evaluation, FilterAndEval
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def default_workers(reserve_cores: int) -> int:
 
 
 def evaluate_for_slot(evaluate: FilterAndEval, slot) -> FilterAndEval:
-    """FILTERANDEVAL for one device slot (evo.devices.Slot): the CPU slot is ``evaluate`` itself (today's path);
+    """FILTERANDEVAL for one device slot (evo.search.devices.Slot): the CPU slot is ``evaluate`` itself (today's path);
     a GPU slot's cascade gets that GPU's environment (visible GPU, XLA memory share, no preallocation) and
     exactly its device files, with RLIMIT_AS off (see FilterAndEval.on_gpu)."""
     if slot.gpu is None:
@@ -61,15 +61,15 @@ def evaluate_for_slot(evaluate: FilterAndEval, slot) -> FilterAndEval:
 
 class LocalEvaluator:
     """``evaluator=local``: ``workers`` children at once on this machine, each pinned to its own core, and on
-    a machine with GPUs each on its share of one GPU (``device``, ``workers_per_gpu``: evo/devices.py)."""
+    a machine with GPUs each on its share of one GPU (``device``, ``workers_per_gpu``: evo/search/devices.py)."""
 
     name = "local"
 
     def __init__(self, workers: Optional[int] = None, pin_cpus: bool = True, reserve_cores: int = 1,
                  device: str = "auto", workers_per_gpu: int = 1, gpu_memory_fraction: Optional[float] = None,
                  lm_memory_fraction: float = 0.25, lm_device: Optional[str] = None):
-        from evo.devices import plan_devices, visible_gpus
-        # Where children train (evo/devices.py): a machine without /dev/nvidia<N> gets today's CPU plan.
+        from evo.search.devices import plan_devices, visible_gpus
+        # Where children train (evo/search/devices.py): a machine without /dev/nvidia<N> gets today's CPU plan.
         self.plan = plan_devices(visible_gpus() if device != "cpu" else [], device=device,
                                  workers=int(workers) if workers else None,
                                  cpu_workers=default_workers(reserve_cores), workers_per_gpu=workers_per_gpu,
@@ -111,7 +111,7 @@ class LocalEvaluator:
         """Wait for the running children, or (abort) kill them and drop what has not started."""
         if self._pool is None:
             return
-        from evo.sandbox import allow_new, kill_running
+        from evo.sandbox.runner import allow_new, kill_running
         if abort:
             self._pool.shutdown(wait=False, cancel_futures=True)
             kill_running()   # also the children a worker is starting right now, once they exist

@@ -15,7 +15,7 @@ parents, prompt, repairs, status and metrics. The page shows
   metrics, status and reason, repairs, the prompt's target (the constraints) and the prompt itself;
 * the Pareto view (size vs test error, plotly) linked to the tree, the per-round summary, a search box.
 
-The JS libraries are vendored under ``evo/lineage/vendor/`` (MIT licences there) and inlined; the run's
+The JS libraries are vendored under ``evo/analysis/lineage/vendor/`` (MIT licences there) and inlined; the run's
 data is gzip-compressed JSON, base64 in the page, decompressed by the browser (DecompressionStream),
 so a 1,600-child run stays a few MB (see benchmarks/lineage_scale.py).
 """
@@ -118,7 +118,7 @@ def tree_layout(nodes: list[dict]) -> dict[int, tuple[float, float]]:
 
 def lineage_data(archive, title: str = "") -> dict:
     """Everything the page shows, as plain JSON."""
-    from evo.report import round_stats
+    from evo.analysis.report import round_stats
     rows = archive.query(f"SELECT {', '.join(NODE_COLUMNS)} FROM children ORDER BY id")
     code = {r["id"]: r["code"] for r in rows}
     nodes = []
@@ -213,8 +213,8 @@ def write_lineage_safely(archive, run_dir: Path) -> Optional[Path]:
 def sweep_data(variants: dict, curves: dict, top: int, out_dir: Path) -> dict:
     """evo.compare's variants as the sweep page's data: per variant its top children pooled over seeds
     (the Pareto plot's points), its mean best-so-far curve, and each run with a link to its lineage.html."""
-    from evo.compare import top_children
-    from evo.report import pareto_front
+    from evo.analysis.compare import top_children
+    from evo.analysis.report import pareto_front
     result = []
     for name, runs in variants.items():
         best = top_children(runs, top)
@@ -245,7 +245,7 @@ def _finite(v) -> Optional[float]:
 def write_sweep_page(variants: dict, curves: dict, top: int, out: Path) -> Path:
     """``python -m evo.compare ... --html``: ``out`` (sweep.html) with the variants' fronts and best-so-far
     curves side by side. A run folder without a lineage.html gets one (its archive read-only)."""
-    from evo.dataset import open_run
+    from evo.analysis.dataset import open_run
     out = Path(out)
     for runs in variants.values():
         for r in runs:
@@ -264,7 +264,7 @@ def write_sweep_page(variants: dict, curves: dict, top: int, out: Path) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from evo.dataset import open_run
+    from evo.analysis.dataset import open_run
     p = argparse.ArgumentParser(prog="python -m evo.lineage", description="Write a run's lineage.html.")
     p.add_argument("run", type=Path, help="a run folder of `python -m evo.run` (holding archive.sqlite)")
     p.add_argument("--out", type=Path, help=f"where to write the page (default: RUN/{FILENAME})")

@@ -1,4 +1,4 @@
-// The lineage page's code (evo/lineage/page.js, inlined by evo/lineage/__init__.py).
+// The lineage page's code (evo/analysis/lineage/page.js, inlined by evo/analysis/lineage/__init__.py).
 // window.LINEAGE exposes the state (data, cy, select) so tests and a curious user's console can read it.
 "use strict";
 

@@ -1,0 +1,251 @@
+"""What a person reads after a run: per-round table, the best programs, the Pareto plot, the
+soft prompt's loss curves, and lineage.html (the evolution tree explorer, evo/lineage).
+
+Everything is computed from the archive alone, so it can be redrawn for any run folder:
+``python -m evo.report outputs/mnist1d/demo/<timestamp>``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+from evo import outcome
+from evo.archive import Archive
+
+
+def round_stats(archive: Archive) -> list[dict]:
+    rows = archive.query("SELECT round, status, fitness, duplicate_of, tokens_out, lm_seconds, "
+                         "eval_seconds FROM children WHERE round >= 0 ORDER BY id")
+    parents_of = {r["round"]: set(json.loads(r["parents"])) for r in archive.query("SELECT * FROM rounds")}
+    best_so_far: Optional[float] = None
+    stats = []
+    for t in sorted({r["round"] for r in rows}):
+        rs = [r for r in rows if r["round"] == t]
+        status = Counter(r["status"] for r in rs)
+        fits = [r["fitness"] for r in rs if r["status"] == outcome.OK]
+        if fits:
+            best_so_far = max(fits) if best_so_far is None else max(best_so_far, max(fits))
+        working = sum(status[s] for s in outcome.WORKING)
+        stats.append({
+            "round": t,
+            "samples": len(rs),
+            # A duplicate is never evaluated again, so every working child is also new and distinct.
+            "new_working": working,
+            "new_working_rate": working / len(rs) if rs else 0.0,
+            "scored": status[outcome.OK],
+            "copies_of_parent": sum(1 for r in rs if r["duplicate_of"] in parents_of.get(t, set())),
+            "duplicates": status[outcome.DUPLICATE],
+            "best_fitness_round": max(fits) if fits else None,
+            "median_fitness_round": statistics.median(fits) if fits else None,
+            "best_fitness_so_far": best_so_far,
+            "status_counts": dict(status),
+            "lm_tokens_out": sum(r["tokens_out"] or 0 for r in rs),
+            "lm_seconds": sum(r["lm_seconds"] or 0 for r in rs),
+            "eval_seconds": sum(r["eval_seconds"] or 0 for r in rs),
+        })
+        lm_hours = stats[-1]["lm_seconds"] / 3600
+        # the operator's yield per unit of LM time (issue 14's measure): None when no LM time was recorded
+        stats[-1]["new_working_per_lm_hour"] = working / lm_hours if lm_hours > 0 else None
+    return stats
+
+
+def best_programs(archive: Archive, limit: int) -> list[dict]:
+    return archive.query(
+        "SELECT id, round, seed_name, num_params, val_accuracy, test_accuracy, fitness FROM children "
+        "WHERE status = ? ORDER BY fitness DESC, id LIMIT ?", (outcome.OK, limit))
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summary_text(stats: list[dict], best: list[dict], seeds: list[dict]) -> str:
+    lines = ["## Rounds", "",
+             "| round | samples | new working | rate | new working / LM-hour | scored | copies of a parent "
+             "| best fitness (round) | best fitness (so far) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in stats:
+        lines.append(f"| {s['round']} | {s['samples']} | {s['new_working']} | {s['new_working_rate']:.2f} | "
+                     f"{_fmt(s.get('new_working_per_lm_hour'), '.0f')} | "
+                     f"{s['scored']} | {s['copies_of_parent']} | {_fmt(s['best_fitness_round'], '.1f')} | "
+                     f"{_fmt(s['best_fitness_so_far'], '.1f')} |")
+    total = sum(s["samples"] for s in stats)
+    working = sum(s["new_working"] for s in stats)
+    statuses = Counter()
+    for s in stats:
+        statuses.update(s["status_counts"])
+    lines += ["", f"New, distinct, working children: {working} of {total} samples"
+              + (f" ({working / total:.2f} per sample)" if total else ""),
+              "Statuses: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common()), "",
+              "## Best programs (fitness = -(num_params x validation error))", "",
+              "| id | round | num_params | val acc | test acc | fitness |", "|---:|---:|---:|---:|---:|---:|"]
+    for b in best:
+        label = b["seed_name"] and f"seed {b['seed_name']}" or str(b["round"])
+        lines.append(f"| {b['id']} | {label} | {b['num_params']} | {b['val_accuracy']:.4f} | "
+                     f"{b['test_accuracy']:.4f} | {b['fitness']:.1f} |")
+    if seeds:
+        lines += ["", "Seeds: " + "; ".join(
+            f"{s['seed_name']} {s['status']}" + (f" {s['num_params']} params, val {s['val_accuracy']:.3f}"
+                                               if s["num_params"] else "") for s in seeds)]
+    return "\n".join(lines)
+
+
+def tuning_text(tuning: list[dict]) -> str:
+    if not tuning:
+        return ""
+    lines = ["", "## Soft prompt tuning (TRAIN after each round but the last)", "",
+             "| after round | programs | tokens | loss first epoch | loss last epoch | seconds |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for t in tuning:
+        first, last = (t["epoch_losses"][0], t["epoch_losses"][-1]) if t["epoch_losses"] else (None, None)
+        lines.append(f"| {t['round']} | {t['texts']} | {t['tokens']} | {_fmt(first, '.3f')} | {_fmt(last, '.3f')} | "
+                     f"{t['seconds']:.0f} |" + ("" if t["adapter"] or not t["texts"] else " diverged: not used"))
+    return "\n".join(lines)
+
+
+def ledger_text(ledger: dict) -> str:
+    """The cost ledger as a table: what each round spent on the LM, on training and on tuning."""
+    if not ledger["rounds"]:
+        return ""
+    lines = ["", "## Cost ledger", "",
+             "| round | children | LM tokens in | LM tokens out | LM s | train s (CPU) | train s (GPU) | sandbox s | tuning s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in [*ledger["rounds"], {**ledger["total"], "round": "total"}]:
+        label = "seeds" if r["round"] == -1 else r["round"]
+        lines.append(f"| {label} | {r['children']} | {r['lm_tokens_in']} | {r['lm_tokens_out']} | {r['lm_seconds']:.0f} | "
+                     f"{r['train_seconds_cpu']:.0f} | {r['train_seconds_gpu']:.0f} | {r['eval_seconds']:.0f} | "
+                     f"{r['tuning_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def tuning_plot(tuning: list[dict], path: Path) -> None:
+    """Loss of every optimiser step, one line per round, on one step axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    start = 0
+    for t in tuning:
+        steps = t["step_losses"]
+        if steps:
+            ax.plot(range(start, start + len(steps)), steps, marker=".", label=f"after round {t['round']}")
+            start += len(steps)
+    ax.set_xlabel("optimiser step (all rounds)")
+    ax.set_ylabel("token cross-entropy (nats)")
+    ax.set_title("Soft prompt tuning loss")
+    ax.grid(True, alpha=0.3)
+    if start:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Non-dominated points for minimising both coordinates, sorted by the first."""
+    front, best = [], float("inf")
+    for x, y in sorted(points):
+        if y < best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (both coordinates minimised) and bounded by ``ref``, as a
+    fraction of the box from (0, 0) to ``ref``: 0 when no point beats ``ref`` in both, 1 at (0, 0)."""
+    inside = [(x, y) for x, y in points if x < ref[0] and y < ref[1]]
+    area, prev_x = 0.0, ref[0]
+    for x, y in reversed(pareto_front(inside)):   # from the largest size down: each step adds a slab
+        area += (prev_x - x) * (ref[1] - y)
+        prev_x = x
+    return area / (ref[0] * ref[1])
+
+
+def hypervolume_ref(archive: Archive) -> tuple[float, float]:
+    """The reference point of a task's hypervolume: twice the largest seed's size, error 1. Every
+    run of a task has the same seeds, so hypervolumes of its runs (and variants) are comparable."""
+    rows = archive.query("SELECT MAX(num_params) AS n FROM children WHERE round = -1 AND num_params IS NOT NULL")
+    return (2.0 * (rows[0]["n"] or 1), 1.0)
+
+
+def run_hypervolume(archive: Archive, upto_round: Optional[int] = None, error: str = "val",
+                    ref: Optional[tuple[float, float]] = None) -> float:
+    """Hypervolume of the scored children (G, seeds excluded) of rounds 0..upto_round in
+    (num_params, ``error`` error) space: ``val`` is what the search sees, ``test`` what the paper plots."""
+    column = {"val": "val_accuracy", "test": "test_accuracy"}[error]
+    rows = archive.query(f"SELECT num_params, {column} AS acc FROM children WHERE round >= 0 AND round <= ? "
+                         "AND status = ?", (10**9 if upto_round is None else upto_round, outcome.OK))
+    return hypervolume([(r["num_params"], 1.0 - r["acc"]) for r in rows], ref or hypervolume_ref(archive))
+
+
+def pareto_plot(archive: Archive, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = archive.query("SELECT round, seed_name, num_params, test_accuracy FROM children "
+                         "WHERE status IN (?, ?) AND num_params IS NOT NULL", outcome.WORKING)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    children = [r for r in rows if r["round"] >= 0]
+    if children:
+        rounds = sorted({r["round"] for r in children})
+        cmap = plt.get_cmap("viridis", max(rounds[-1] - rounds[0] + 1, 2))  # one colour per round
+        sc = ax.scatter([r["num_params"] for r in children], [1 - r["test_accuracy"] for r in children],
+                        c=[r["round"] for r in children], cmap=cmap, vmin=rounds[0] - 0.5, vmax=rounds[-1] + 0.5,
+                        s=28, label="children")
+        fig.colorbar(sc, ax=ax, label="round", ticks=rounds)
+        front = pareto_front([(r["num_params"], 1 - r["test_accuracy"]) for r in children])
+        ax.step(*zip(*front), where="post", color="tab:red", lw=1.2, label="Pareto front (children)")
+    for i, r in enumerate(r for r in rows if r["round"] < 0):
+        ax.scatter(r["num_params"], 1 - r["test_accuracy"], marker="*", s=160, color="black")
+        ax.annotate(r["seed_name"], (r["num_params"], 1 - r["test_accuracy"]), fontsize=8,
+                    xytext=(6, 6 - 10 * (i % 2)), textcoords="offset points")  # alternate: seeds often overlap
+    ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.1)
+    ax.set_xlabel("model size (parameters, log scale)")
+    ax.set_ylabel("test error")
+    ax.set_title("Size vs test error (stars: seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(archive: Archive, run_dir: Path, survivors: int = 10) -> dict:
+    stats = round_stats(archive)
+    best = best_programs(archive, survivors)
+    seeds = archive.query("SELECT seed_name, status, num_params, val_accuracy FROM children WHERE round = -1")
+    tuning = archive.tuning()
+    ledger = archive.cost_ledger()
+    text = summary_text(stats, best, seeds) + tuning_text(tuning) + ledger_text(ledger)
+    fits = [s["best_fitness_so_far"] for s in stats if s["best_fitness_so_far"] is not None]
+    summary = {"rounds": stats, "best": best, "seeds": seeds, "best_fitness": fits[-1] if fits else None,
+               "soft_prompt": tuning, "costs": ledger, "text": text}
+    (run_dir / "summary.md").write_text(text + "\n")
+    (run_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=2))
+    pareto_plot(archive, run_dir / "pareto.png")
+    if tuning:
+        tuning_plot(tuning, run_dir / "soft_prompt.png")
+    from evo.analysis.lineage import write_lineage_safely
+    write_lineage_safely(archive, run_dir)   # lineage.html: the tree explorer (evo/lineage)
+    return summary
+
+
+def main() -> None:
+    """``python -m evo.report RUN_FOLDER``."""
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m evo.report RUN_FOLDER")
+    folder = Path(sys.argv[1])
+    if not (folder / "archive.sqlite").exists():
+        sys.exit(f"error: {folder} has no archive.sqlite: pass a run folder of `python -m evo.run`")
+    print(write_report(Archive(folder / "archive.sqlite"), folder)["text"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,0 @@
-import sys
-
-from evo.lineage import main
-
-sys.exit(main())
