@@ -9,10 +9,21 @@ combinations that types cannot express, and says how to fix each.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass
+class ScheduleConfig:
+    """What the loop runs, computed in conf/config.yaml from T and n (interpolations); an ablation
+    preset may compute it otherwise (conf/ablation/naive_fewshot.yaml: one round of T x n)."""
+    rounds: int = MISSING
+    samples_per_prompt: int = MISSING
 
 
 @dataclass
@@ -20,6 +31,7 @@ class SearchConfig:
     rounds: int = 10                 # T
     prompts_per_round: int = 10      # m
     alpha: float = 0.5               # keep a child only if its validation error < alpha
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 @dataclass
@@ -54,6 +66,7 @@ class SandboxConfig:
 @dataclass
 class SoftPromptConfig:
     """evo.search.tuning.PromptTuningConfig's fields (the TRAIN step between rounds)."""
+    enabled: bool = True
     num_virtual_tokens: int = 16
     epochs: int = 5
     batch_size: int = 16
@@ -67,10 +80,10 @@ class SoftPromptConfig:
 
 @dataclass
 class AblationConfig:
+    """An ablation is a preset of overrides (conf/ablation/*.yaml); this node only names it, and says
+    which selection rule it is when it is one (so that another rule is refused, not silently mislabelled)."""
     name: str = "none"
-    prompt_tuning: bool = True
-    random_parents: bool = False
-    naive_fewshot: bool = False
+    selection: Optional[str] = None   # the `name` of the selection class the ablation means, e.g. random
 
 
 @dataclass
@@ -108,6 +121,16 @@ class EvoConfig:
 def register_configs() -> None:
     """Register the schema that ``conf/config.yaml`` extends (called by the entry points, not on import)."""
     ConfigStore.instance().store(name="evo_schema", node=EvoConfig)
+    register_resolvers()
+
+
+def register_resolvers() -> None:
+    """``${evo.mul:a,b}``: Hydra has no arithmetic, and naive few-shot's samples per prompt are T x n of
+    whatever T and n the user set (conf/ablation/naive_fewshot.yaml). Idempotent."""
+    OmegaConf.register_new_resolver("evo.mul", lambda a, b: int(a) * int(b), replace=True)
+
+
+register_resolvers()   # on import too: code that only loads a saved config (.hydra/config.yaml) resolves it
 
 
 class ConfigError(ValueError):
@@ -168,7 +191,7 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
         raise ConfigError(f"Invalid configuration: {str(exc).replace('PromptTuningConfig.', 'soft_prompt.')} "
                           "Fix: use a value as documented in conf/config.yaml (soft_prompt: the paper's "
                           "16 tokens, 5 epochs, batch 16, lr 0.1).") from None
-    lm_class = _lm_class(cfg)
+    lm_class = _class_of("lm", cfg.lm)
     _validate_ablation(cfg, lm_class)
     check = getattr(lm_class, "check_config", None)   # a backend's own fast check, before any compute
     if c.constrain == "grammar" and hasattr(cfg.lm, "get") and cfg.lm.get("decoder") == "generate":
@@ -261,48 +284,42 @@ def _check_evaluator(ev: DictConfig) -> None:
                   "or pass evaluator=local.")
 
 
-def _lm_class(cfg: DictConfig):
+def _class_of(group: str, node):
+    """The class that a group's node instantiates (its ``_target_``), or None when it has no target."""
     from hydra.utils import get_class
-    target = cfg.lm.get("_target_") if hasattr(cfg.lm, "get") else None
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
     if not target:
         return None
     try:
         return get_class(target)
-    except Exception as exc:   # a typo in lm._target_
-        raise ConfigError(f"Invalid configuration: lm._target_={target!r} cannot be imported ({exc}). "
-                          "Fix: choose an option of the lm group (lm=gemma270m, lm=hf, lm=codegen, lm=openai, ...).") from None
+    except Exception as exc:   # a typo in _target_
+        options = ", ".join(f"{group}={p.stem}" for p in sorted((CONF_DIR / group).glob("*.yaml")))
+        raise ConfigError(f"Invalid configuration: {group}._target_={target!r} cannot be imported ({exc}). "
+                          f"Fix: choose an option of the {group} group ({options}).") from None
 
 
 def effective_search(cfg: DictConfig) -> tuple[int, int, int]:
-    """(rounds, prompts per round, samples per prompt) after the ablation: naive few-shot runs one
-    round with T x n samples per prompt, so the total sample budget is the full search's."""
-    rounds, m, n = cfg.search.rounds, cfg.search.prompts_per_round, cfg.crossmut.samples_per_prompt
-    if cfg.ablation.naive_fewshot:
-        return 1, m, n * rounds
-    return rounds, m, n
+    """(rounds, prompts per round, samples per prompt) that the loop runs: search.schedule (which the
+    ablation presets may set) and m. Naive few-shot: one round of T x n, the full search's budget."""
+    return cfg.search.schedule.rounds, cfg.search.prompts_per_round, cfg.search.schedule.samples_per_prompt
 
 
 def tunes_soft_prompt(cfg: DictConfig) -> bool:
-    """Whether TRAIN runs at all: the ablation allows it and there is a round after the first."""
-    return bool(cfg.ablation.prompt_tuning) and effective_search(cfg)[0] > 1
+    """Whether TRAIN runs at all: it is on (soft_prompt.enabled) and there is a round after the first."""
+    return bool(cfg.soft_prompt.enabled) and effective_search(cfg)[0] > 1
 
 
 def _validate_ablation(cfg: DictConfig, lm_class) -> None:
     """Combinations the paper's ablations cannot run with."""
     a = cfg.ablation
     if tunes_soft_prompt(cfg) and lm_class is not None and not getattr(lm_class, "supports_prompt_tuning", False):
-        _fail("ablation.prompt_tuning", True,
+        _fail("soft_prompt.enabled", True,
               f"Soft prompt tuning trains input embeddings, so it needs the LM's weights here; {lm_class.__name__} "
               "(lm._target_) does not have them (a remote server, for example).",
               "pass ablation=no_prompt_tuning, or choose a local LM (lm=gemma270m, lm=hf, lm=codegen).")
-    target = str(cfg.selection.get("_target_", ""))
-    if a.random_parents and not target.endswith((".PaperTopK", ".RandomParents")):
-        from hydra.utils import get_class
-        rule = getattr(get_class(target), "name", target.rsplit(".", 1)[-1])
-        _fail("ablation.random_parents", True,
-              f"The random-parents ablation replaces GETTOP by a uniform draw, so it cannot be combined with "
-              f"selection={rule}.",
-              "keep selection=paper_topk (the default) with ablation=random_parents, or drop the ablation.")
-    if a.naive_fewshot and a.random_parents:
-        _fail("ablation", a.name, "naive_fewshot runs a single round, so there are no parents to select at random.",
-              "choose one ablation: ablation=naive_fewshot or ablation=random_parents.")
+    rule = _class_of("selection", cfg.selection).name   # each selection class names itself (rounds.selection)
+    if a.selection is not None and rule != a.selection:
+        _fail("ablation", a.name,
+              f"The {a.name} ablation is the selection rule selection={a.selection} (conf/ablation/{a.name}.yaml), "
+              f"so it cannot be combined with selection={rule}.",
+              f"drop the selection= override (ablation={a.name} sets selection={a.selection}), or drop the ablation.")

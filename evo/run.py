@@ -34,7 +34,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # Keys that shape the search: a resumed run must agree on them with the run it continues.
 _RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "soft_prompt", "seed", "lm")
 # ...except these, which change where or how fast things run, not what is sampled.
-_RESUME_FREE = {"search": ("rounds",), "lm": ("threads", "device", "cache_dir", "name", "concurrency", "timeout_s",
+_RESUME_FREE = {"search": ("rounds", "schedule.rounds"), "lm": ("threads", "device", "cache_dir", "name", "concurrency", "timeout_s",
                                               "max_retries", "backoff_s", "api_key_env"),
                 "soft_prompt": ("micro_batch_size",)}
 
@@ -50,9 +50,39 @@ def _fingerprint(cfg: DictConfig) -> dict:
     if str(cfg.surrogate.get("_target_", "")).endswith("ColeSurrogate"):   # absent when off: older runs resume
         out["surrogate"] = {k: v for k, v in plain["surrogate"].items() if k != "train_skipped"}
     for key, free in _RESUME_FREE.items():
-        if key == "search" and cfg.ablation.naive_fewshot:
-            continue   # there T sets the samples per prompt of the single round
-        out[key] = {k: v for k, v in (out[key] or {}).items() if k not in free}
+        out[key] = _without(out[key] or {}, free)
+    return out
+
+
+def _without(node: dict, dotted: tuple[str, ...]) -> dict:
+    """``node`` less the keys ``dotted`` (``"schedule.rounds"`` reaches into ``node["schedule"]``)."""
+    out = dict(node)
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if rest and isinstance(out.get(head), dict):
+            out[head] = _without(out[head], (rest,))
+        elif not rest:
+            out.pop(head, None)
+    return out
+
+
+def _from_ablation_flags(stored: dict) -> dict:
+    """A fingerprint stored while ablations were flags that the code interpreted (commit 6f02ef3 and
+    before), in the form today's presets (conf/ablation/) give, so that such a run resumes: then
+    ``ablation.random_parents`` swapped GETTOP for evo.selection.RandomParents in code (the fingerprint
+    kept selection=paper_topk), ``prompt_tuning: false`` skipped TRAIN (now soft_prompt.enabled), and
+    ``naive_fewshot`` ran one round of T x n samples (the fingerprint kept search.rounds = T; now
+    search.schedule holds the samples per prompt, and the schedule's rounds are resume-free)."""
+    flags = stored.get("ablation") or {}
+    if "random_parents" not in flags:
+        return stored                             # written by today's code
+    out = dict(stored, ablation={"name": flags["name"], "selection": "random" if flags["random_parents"] else None})
+    if flags["random_parents"]:
+        out["selection"] = {**stored["selection"], "_target_": "evo.selection.RandomParents"}
+    out["soft_prompt"] = {**stored["soft_prompt"], "enabled": flags["prompt_tuning"]}
+    n = stored["crossmut"]["samples_per_prompt"]
+    out["search"] = {**_without(stored["search"], ("rounds",)),
+                     "schedule": {"samples_per_prompt": n * stored["search"]["rounds"] if flags["naive_fewshot"] else n}}
     return out
 
 
@@ -65,7 +95,7 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
         return False
     # A run made before evo/ became packages stored the old module paths (evo.selection.PaperTopK): compare
     # them as today's (evo.search.selection.PaperTopK), so the same command still resumes it.
-    old = current_paths(json.loads(stored))
+    old = current_paths(_from_ablation_flags(json.loads(stored)))
     changed = sorted(k for k in new if old.get(k) != new[k])
     if changed:
         raise ConfigError(
@@ -73,14 +103,6 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
             "Resuming would mix two searches in one archive. Fix: pass the same overrides as the original "
             "run (see its .hydra/overrides.yaml), or start a new run folder (leave hydra.run.dir unset).")
     return True
-
-
-def build_selection(cfg: DictConfig):
-    """The selection group's rule, or a uniform draw under the random-parents ablation."""
-    if cfg.ablation.random_parents:
-        from evo.search.selection import RandomParents
-        return RandomParents(survivors=cfg.selection.survivors, retire=cfg.selection.get("retire", True))
-    return instantiate(cfg.selection)
 
 
 def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
@@ -108,16 +130,16 @@ def build_search(cfg: DictConfig, archive, on_round=None):
     log.info("sandbox: %s", describe_isolation(limits))
     rounds, m, n = effective_search(cfg)
     tunes = tunes_soft_prompt(cfg)
+    selection = instantiate(cfg.selection)
     log.info("ablation %s: %d rounds x %d prompts x %d samples, parents by %s, soft prompt tuning %s",
-             cfg.ablation.name, rounds, m, n, "random draw" if cfg.ablation.random_parents else cfg.selection._target_,
-             "on" if tunes else "off")
+             cfg.ablation.name, rounds, m, n, selection.name, "on" if tunes else "off")
     crossmut = CrossMut(**{**OmegaConf.to_container(cfg.crossmut), "samples_per_prompt": n})
     surrogate = instantiate(cfg.surrogate)
     search = EvoPrompting(
         settings=SearchSettings(rounds=rounds, prompts_per_round=m, seed=cfg.seed, progress=cfg.progress),
         task=task,
         crossmut=crossmut,
-        selection=build_selection(cfg),
+        selection=selection,
         evaluate=FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha,
                                scratch_root=None),
         archive=archive,

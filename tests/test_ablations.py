@@ -1,5 +1,5 @@
-"""The paper's ablations: each option composes, only sets flags, and the flags change what the
-search does (real Hydra multirun, tiny real LM, real training). Impossible combinations fail
+"""The paper's ablations: each option composes (a preset of overrides, tests/test_ablation_presets.py), and
+changes what the search does (real Hydra multirun, tiny real LM, real training). Impossible combinations fail
 before any compute."""
 
 from __future__ import annotations
@@ -9,28 +9,15 @@ import random
 import subprocess
 
 import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 
 from evo.archive import Child
 from evo.config import ConfigError, effective_search, validate
-from evo.run import build_selection
 from evo.search.selection import PaperTopK, RandomParents
 from runs import REPO, TUNABLE, rows, search_cmd
 
 ABLATIONS = ("none", "no_prompt_tuning", "random_parents", "naive_fewshot")
-
-
-@pytest.mark.parametrize("name", ABLATIONS)
-def test_each_ablation_only_sets_flags(cfg_factory, name):
-    cfg = cfg_factory(f"ablation={name}")
-    assert set(cfg.ablation) == {"name", "prompt_tuning", "random_parents", "naive_fewshot"}
-    assert cfg.ablation.name == name
-    expected = {"none": (True, False, False), "no_prompt_tuning": (False, False, False),
-                "random_parents": (True, True, False), "naive_fewshot": (False, False, True)}[name]
-    assert (cfg.ablation.prompt_tuning, cfg.ablation.random_parents, cfg.ablation.naive_fewshot) == expected
-    # Nothing else in the search changes with the option.
-    base = cfg_factory()
-    assert (cfg.search, cfg.crossmut, cfg.selection, cfg.soft_prompt) == (base.search, base.crossmut, base.selection,
-                                                                         base.soft_prompt)
 
 
 def test_naive_fewshot_keeps_the_sample_budget(cfg_factory):
@@ -46,8 +33,8 @@ def _history(size: int) -> list[Child]:
 
 
 def test_random_parents_picks_parents_gettop_would_not(cfg_factory):
-    gettop = build_selection(cfg_factory("selection.survivors=4"))
-    rand = build_selection(cfg_factory("ablation=random_parents", "selection.survivors=4"))
+    gettop = instantiate(cfg_factory("selection.survivors=4").selection)
+    rand = instantiate(cfg_factory("ablation=random_parents", "selection.survivors=4").selection)
     assert isinstance(gettop, PaperTopK) and isinstance(rand, RandomParents) and rand.survivors == 4
     history = _history(20)
     top = [c.id for c in gettop(history, set(), random.Random(0))]
@@ -64,8 +51,9 @@ def test_impossible_combinations_fail_before_compute(cfg_factory):
     validate(cfg_factory("lm=openai", "lm.model=some-model", "ablation=no_prompt_tuning"))
     with pytest.raises(ConfigError, match="ablation.random_parents.*pareto|pareto.*random"):
         validate(cfg_factory("ablation=random_parents", "selection=pareto"))
-    with pytest.raises(ConfigError, match="naive_fewshot"):
-        validate(cfg_factory("ablation=naive_fewshot", "ablation.random_parents=true"))
+    # the flags of old (ablation.random_parents=true ...) are gone: an ablation is one preset, one choice
+    with pytest.raises(ConfigCompositionException, match="ablation.random_parents"):
+        cfg_factory("ablation=naive_fewshot", "ablation.random_parents=true")
 
 
 def test_multirun_of_the_four_ablations(tiny_lm_dir, tmp_path):

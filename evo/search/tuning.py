@@ -75,6 +75,7 @@ STATE_FILE = "tuner_state.json"   # evo's own record next to peft's adapter file
 
 @dataclass(frozen=True)
 class PromptTuningConfig:
+    enabled: bool = True           # False: no TRAIN step between rounds (ablation=no_prompt_tuning, naive_fewshot)
     num_virtual_tokens: int = 16   # paper
     epochs: int = 5                # paper
     batch_size: int = 16           # paper
