@@ -103,11 +103,11 @@ def test_kwargs_must_be_json():
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_infinite_loop_times_out(isolation):
-    t0 = time.monotonic()
+    # How soon after the limit the child dies is measured, against a child that returns at once, by
+    # benchmarks/sandbox_limits.py (a wall-clock bound here would fail on a loaded machine).
     res = run("spin", timeout_s=1.5, isolation=isolation)
     assert res.status == outcome.TIMEOUT
     assert "wall-clock limit of 1.5 s" in res.reason
-    assert time.monotonic() - t0 < 1.5 + 3.0
 
 
 def test_a_child_started_after_kill_running_is_killed_at_once():
@@ -115,9 +115,9 @@ def test_a_child_started_after_kill_running_is_killed_at_once():
     not train to its end while the search waits for that thread."""
     kill_running()
     try:
-        t0 = time.monotonic()
         res = run("spin", timeout_s=60)
-        assert res.status != outcome.OK and time.monotonic() - t0 < 20
+        # Killed as it started, not at its 60 s limit (a timeout would say "wall-clock limit of 60 s").
+        assert res.status == outcome.CRASHED and "killed by SIGKILL" in res.reason, res
     finally:
         allow_new()
     assert run("echo", {"x": 1}).status == outcome.OK   # after allow_new children run again
@@ -196,7 +196,9 @@ def test_daemon_dies_on_timeout_too():
             "while True: time.sleep(1)\n")
     res = run("run_code", code=code, timeout_s=1.5)
     assert res.status == outcome.TIMEOUT
-    time.sleep(0.2)
+    deadline = time.monotonic() + 2
+    while _pids_with_arg(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _pids_with_arg(marker) == []
 
 
@@ -264,7 +266,9 @@ def test_network_control_without_bwrap(tcp_server):
     port, got = tcp_server
     res = run("connect", {"port": port}, isolation="none")
     assert res.payload["connected"] is True, res.payload
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5   # the server thread records what it received
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert got == [b"hello from the sandbox"]
 
 
