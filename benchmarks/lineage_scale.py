@@ -36,10 +36,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evo.analysis import dataset, lineage  # noqa: E402
+from evo.analysis import lineage  # noqa: E402
 
 from evo import outcome
 from evo.archive import Archive  # noqa: E402
+from evo.archive.runs import open_run, read_dataset  # noqa: E402
 from evo.analysis.lineage import browser  # noqa: E402
 from evo.search.program import code_hash  # noqa: E402
 
@@ -51,7 +52,7 @@ def build_archive(path: Path, rounds: int, prompts: int, samples: int, parents_p
                   seed: int) -> Archive:
     """The paper-shaped archive, from real programs under new ids."""
     rng = random.Random(seed)
-    header, rows = dataset.read(DATA)
+    header, rows = read_dataset(DATA)
     seeds = [r for r in rows if r["round"] == -1]   # the 4 human designs, once each (a dataset holds a hash once)
     children = [r for r in rows if r["round"] >= 0]
     a = Archive(path)
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
         n_children = archive.query("SELECT COUNT(*) AS n FROM children")[0]["n"]
         statuses = {r["status"]: r["n"] for r in archive.query("SELECT status, COUNT(*) AS n FROM children GROUP BY status")}
         archive.close()
-        ref_archive = dataset.open_run(args.reference)
+        ref_archive = open_run(args.reference)
         t0 = time.perf_counter()
         small = lineage.write_lineage(ref_archive, tmp, tmp / "reference.html")
         ref_write_s = time.perf_counter() - t0

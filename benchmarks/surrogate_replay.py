@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from surrogate_efficiency import REPO, TRAINED  # noqa: E402  what counts as a training, as in real searches
 
-from evo.analysis import dataset  # noqa: E402
+from evo.archive.runs import read_dataset  # noqa: E402
 
 from evo import outcome
 from evo.search.surrogate import ColeSurrogate, ridge_head, target_value  # noqa: E402
@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/surrogate_replay_<embedder>.json")
     args = ap.parse_args()
     args.out = args.out or REPO / "benchmarks" / "results" / f"surrogate_replay_{args.embedder}.json"
-    header, rows = dataset.read(args.dataset)
+    header, rows = read_dataset(args.dataset)
     vectors = embeddings([r for r in rows if r["status"] not in STATIC], args.embedder, args.lm_model)
     t0 = time.time()
     results = {}

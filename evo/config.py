@@ -15,6 +15,9 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from evo.archive import runs
+from evo.errors import ConfigError, fail as _fail   # ConfigError: evo.config's errors too (evo.run catches it)
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -133,12 +136,6 @@ def register_resolvers() -> None:
 register_resolvers()   # on import too: code that only loads a saved config (.hydra/config.yaml) resolves it
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work. The message names the key and the fix."""
-
-
-def _fail(key: str, value: Any, why: str, fix: str) -> None:
-    raise ConfigError(f"Invalid configuration: {key}={value!r}. {why} Fix: {fix}")
 
 
 def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
@@ -208,15 +205,14 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
 def _check_surrogate_prior(cfg: DictConfig) -> None:
     """A prior's scores must come from the same training protocol as this run's (train steps, data...)."""
     import sqlite3
-    from evo.analysis import dataset
-    here = dataset.protocol({"task": OmegaConf.to_container(cfg.task, resolve=True)})
+    here = runs.protocol({"task": OmegaConf.to_container(cfg.task, resolve=True)})
     for path in cfg.surrogate.get("prior") or ():
         try:
-            theirs = dataset.source_protocol(path)
-        except (dataset.DatasetError, sqlite3.Error) as exc:
+            theirs = runs.source_protocol(path)
+        except (runs.RunsError, sqlite3.Error) as exc:
             _fail("surrogate.prior", path, f"It cannot be read as a run, an archive or a dataset: {exc}.",
                   "pass run folders, archive.sqlite files or dataset files (python -m evo.dataset).")
-        keys = dataset.protocol_difference(here, theirs)
+        keys = runs.protocol_difference(here, theirs)
         if keys:
             _fail("surrogate.prior", path,
                   "Its children were trained under other task settings than this run's ("

@@ -26,7 +26,10 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig, OmegaConf
 
 from evo import outcome
+from evo.analysis import lineage
+from evo.analysis.metrics import best_programs, round_stats, run_hypervolume
 from evo.archive import Archive
+from evo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,6 @@ class WandbLogger:
                  group: Optional[str] = None, name: Optional[str] = None, tags: Sequence[str] = (),
                  best_programs: int = 10, log_children_table: bool = True, log_artifacts: bool = True,
                  dir: Optional[str] = None):
-        from evo.config import ConfigError
         if mode not in MODES:
             raise ConfigError(f"Invalid configuration: logger.mode={mode!r}. Allowed values: {', '.join(MODES)} "
                               "(auto: online when a W&B API key is found, else offline). Fix: pass logger.mode=auto.")
@@ -237,7 +239,6 @@ class WandbLogger:
             todo.append(r)
         if not todo:
             return
-        from evo.analysis.report import round_stats
         stats = {s["round"]: s for s in round_stats(archive)}
         ledger = {row["round"]: row for row in archive.cost_ledger()["rounds"]}
         tuning = {t["round"]: t["seconds"] for t in archive.tuning()}
@@ -263,7 +264,7 @@ class WandbLogger:
                             "all)", len(rows), wandb.Table.MAX_ROWS)
             data["children"] = wandb.Table(columns=list(CHILD_COLUMNS),
                                            data=[[row[c] for c in CHILD_COLUMNS] for row in rows])
-            from evo.analysis import lineage   # the tree as a table: parent ids as a list, the diff against each parent
+            # the tree as a table: parent ids as a list, the diff against each parent
             data["lineage"] = wandb.Table(columns=list(lineage.TABLE_COLUMNS), data=lineage.table_rows(archive))
         if (run_dir / "lineage.html").exists():   # the explorer itself, shown by W&B as an HTML panel
             data["report/lineage"] = wandb.Html((run_dir / "lineage.html").read_text(), inject=False)
@@ -274,24 +275,22 @@ class WandbLogger:
             self._run.log(data, step=self._final_step())
 
     def _log_summary(self, archive: Archive, summary: dict) -> None:
-        from evo.analysis import report
         costs = summary.get("costs") or archive.cost_ledger()
-        best = summary.get("best") or report.best_programs(archive, 1)
+        best = summary.get("best") or best_programs(archive, 1)
         values = {"final/best_fitness": summary.get("best_fitness"),
                   "final/best_child": best[0]["id"] if best else None,
                   "final/rounds": sum(1 for s in archive.query("SELECT finished_at FROM rounds") if s["finished_at"]),
                   "final/samples": archive.query("SELECT COUNT(*) AS n FROM children WHERE round >= 0")[0]["n"],
                   "final/scored": len(archive.history()),
-                  "final/hypervolume_val": report.run_hypervolume(archive, error="val"),
-                  "final/hypervolume_test": report.run_hypervolume(archive, error="test")}
+                  "final/hypervolume_val": run_hypervolume(archive, error="val"),
+                  "final/hypervolume_test": run_hypervolume(archive, error="test")}
         values.update({f"final/{_cost_name(k)}": v for k, v in (costs.get("total") or {}).items()})
         self._run.summary.update({k: v for k, v in values.items() if v is not None})
 
     def _log_programs(self, archive: Archive) -> None:
-        from evo.analysis import report
         if self.best_programs < 1:
             return
-        best = report.best_programs(archive, self.best_programs)
+        best = best_programs(archive, self.best_programs)
         if not best:
             return
         art = self._wandb.Artifact(f"programs-{self._run.id}", type="programs",
@@ -372,7 +371,6 @@ class WandbLogger:
 # -- metrics ---------------------------------------------------------------------------------------
 def _round_metrics(archive: Archive, r: int, stats: dict[int, dict]) -> dict[str, Any]:
     """What round r produced (round -1: the seeds, scored but not in the history G)."""
-    from evo.analysis.report import run_hypervolume
     if r == -1:
         rows = archive.query("SELECT status, fitness FROM children WHERE round = -1")
         fits = [x["fitness"] for x in rows if x["status"] == outcome.OK and x["fitness"] is not None]

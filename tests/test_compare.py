@@ -14,8 +14,10 @@ import yaml
 
 from evo import outcome
 from evo.archive import Archive
-from evo.analysis.compare import (Run, best_so_far_curve, bootstrap_ci, find_run_folders, group_variants, load_run, main,
-                         parse_wandb_spec, run_fitnesses, top_children, variant_curve)
+from evo.analysis.compare import (Run, best_so_far_curve, bootstrap_ci, group_variants, load_run, main, parse_wandb_spec,
+                                  run_fitnesses, variant_curve)
+from evo.analysis.metrics import top_children
+from evo.archive.runs import find_run_folders
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [("cnn", 5000, 0.80, 0.79), ("mlp", 20000, 0.70, 0.69)]   # name, params, val acc, test acc

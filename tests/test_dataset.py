@@ -16,7 +16,7 @@ from evo.analysis import dataset
 
 from evo import outcome
 from evo.archive import Archive
-from evo.search.surrogate import read_trained, trained_programs
+from evo.archive.runs import read_dataset, read_trained, trained_programs
 from runs import REPO, rows, search_cmd
 
 
@@ -40,7 +40,7 @@ def test_export_holds_each_evaluated_program_once_and_reads_back(run_a, tmp_path
     out = tmp_path / "children.jsonl.gz"
     r = _cli(run_a, "--out", out)
     assert r.returncode == 0, r.stderr
-    header, data = dataset.read(out)
+    header, data = read_dataset(out)
     archive_rows = rows(run_a, "SELECT code_hash, status FROM children")
     evaluated = {x["code_hash"] for x in archive_rows if x["status"] in dataset.EVALUATED}
     # Every program that went through the sandbox or the static checks, once; no copies, no pending.

@@ -206,7 +206,7 @@ def test_offline_run_logs_rounds_table_and_artifacts(cfg_factory, tmp_path, wand
     assert r0["round/best_fitness"] == pytest.approx(-1000 * 0.25)
     assert r0["round/median_fitness"] == pytest.approx((-1500 * 0.18 - 1000 * 0.25) / 2)
     assert r0["round/best_fitness_so_far"] == pytest.approx(-1000 * 0.25)
-    from evo.analysis.report import run_hypervolume
+    from evo.analysis.metrics import run_hypervolume
     assert r0["round/hypervolume"] > 0
     assert r0["round/hypervolume"] == pytest.approx(run_hypervolume(archive, upto_round=0))
     assert (r0["round/lm_tokens_in"], r0["round/lm_tokens_out"], r0["round/lm_seconds"]) == (400, 130, 7.0)

@@ -30,8 +30,8 @@ Written into ``--out`` (default ``outputs/compare/<timestamp>``):
 * ``sweep.html`` (with ``--html``): the variants' fronts and best-so-far curves side by side in one
   offline page, each run linking to its own ``lineage.html`` (evo/lineage).
 
-Hypervolume is :func:`evo.analysis.report.run_hypervolume` in (num_params, test error) space with ONE
-reference point for every run compared: the largest :func:`evo.analysis.report.hypervolume_ref` of them.
+Hypervolume is :func:`evo.analysis.metrics.run_hypervolume` in (num_params, test error) space with ONE
+reference point for every run compared: the largest :func:`evo.analysis.metrics.hypervolume_ref` of them.
 
 Refused or flagged before any figure: runs made under different protocols (any ``task.*`` key but
 the banned words, ``search.alpha``, ``sandbox.timeout_s/memory_mb/cpu_s``, or the sample budget
@@ -47,10 +47,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import math
-import re
 import sqlite3
 import sys
 import time
@@ -63,14 +61,15 @@ import numpy as np
 from evo import outcome
 from evo.archive import Archive
 from evo.archive.moved import current_paths
-from evo.analysis.report import hypervolume_ref, pareto_front, run_hypervolume
+from evo.archive.runs import ARCHIVE, RunsError, find_run_folders
+from evo.analysis.lineage import write_sweep_page
+from evo.analysis.metrics import hypervolume_ref, pareto_front, run_hypervolume, top_children
 
-ARCHIVE = "archive.sqlite"
 # Overrides that say where or with which seed a run ran, not what was run.
 _IGNORED_KEYS = ("seed", "run_dir", "experiment_name")
 
 
-class CompareError(Exception):
+class CompareError(RunsError):
     """A bad input: reported as ``error: ...`` with exit code 2."""
 
 
@@ -112,7 +111,7 @@ class Run:
     @property
     def new_working(self) -> int:
         """Children of the search that trained (ok or filtered). A duplicate is never trained again,
-        so each of these is new and distinct (as in evo.analysis.report.round_stats)."""
+        so each of these is new and distinct (as in evo.analysis.metrics.round_stats)."""
         return sum(1 for c in self.children if c["status"] in outcome.WORKING)
 
     @property
@@ -133,43 +132,6 @@ class Run:
 
 
 # ---------------------------------------------------------------- finding and reading runs
-
-def _natural(path: Path) -> list:
-    """Sort key: sweep job 10 after job 9."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
-
-
-def find_run_folders(paths: Sequence[str]) -> list[Path]:
-    """Run folders named by ``paths``: a folder holding archive.sqlite, a glob, or a folder searched
-    recursively (a multirun sweep). Sorted naturally, each once."""
-    found: list[Path] = []
-    for arg in paths:
-        matches = sorted(glob.glob(arg, recursive=True)) if glob.has_magic(arg) else [arg]
-        if not matches:
-            raise CompareError(f"no run folders found: nothing matches {arg!r}")
-        for m in map(Path, matches):
-            if m.is_file() and m.name == ARCHIVE:
-                found.append(m.parent)
-            elif not m.exists():
-                raise CompareError(f"{m} does not exist")
-            elif not m.is_dir():
-                raise CompareError(f"{m} is not a folder: pass run folders of `python -m evo.run` or a sweep folder")
-            elif (m / ARCHIVE).is_file():
-                found.append(m)
-            else:
-                below = sorted((p.parent for p in m.rglob(ARCHIVE)), key=_natural)
-                if not below:
-                    raise CompareError(f"{m} has no {ARCHIVE} (nor any folder below it): pass run folders of "
-                                       "`python -m evo.run`, or a multirun sweep folder")
-                for job in m.rglob(".hydra"):   # a sweep job that died before its archive was made
-                    if not (job.parent / ARCHIVE).exists():
-                        warn(f"{job.parent} has no {ARCHIVE}: skipped")
-                found.extend(below)
-    unique = {p.resolve(): p for p in found}
-    if not unique:
-        raise CompareError("no run folders found")
-    return sorted(unique.values(), key=_natural)
-
 
 def _meta_json(archive: Archive, key: str):
     value = archive.get_meta(key)
@@ -449,13 +411,6 @@ def variant_curve(runs: Sequence[Run], n: int, seed: int) -> Optional[dict]:
     return {"x": np.arange(1, length + 1), "mean": mean, "lo": lo, "hi": hi, "runs": len(curves)}
 
 
-def top_children(runs: Sequence[Run], k: int) -> list[dict]:
-    """The ``k`` fittest scored children (round >= 0) pooled over ``runs``, with a test accuracy."""
-    pool = [c for r in runs for c in r.scored if c["fitness"] is not None and c["test_accuracy"] is not None
-            and c["num_params"] is not None]
-    return sorted(pool, key=lambda c: -c["fitness"])[:k]
-
-
 def _stat(values: list, n: int, seed: int) -> dict:
     """Mean and 95% bootstrap CI over seeds (CI None for fewer than two values)."""
     if not values:
@@ -610,7 +565,7 @@ def caption(ref: tuple[float, float], runs: int, n: int, seed: int) -> str:
     return (f"Per variant, over its runs (seeds). Best fitness = max of -(num_params x validation error) over the "
             f"scored children (round >= 0), higher is better. Hypervolume: area dominated by the scored children in "
             f"(num_params, TEST error) space, both minimised, as a fraction of the box from (0, 0) to the common "
-            f"reference point ({ref[0]:.0f} params, error {ref[1]:g}) = the largest evo.analysis.report.hypervolume_ref of the "
+            f"reference point ({ref[0]:.0f} params, error {ref[1]:g}) = the largest evo.analysis.metrics.hypervolume_ref of the "
             f"{runs} run(s) (twice the largest seed's size). New working / sample: children of the search that "
             f"trained (ok or filtered; duplicates are never trained twice, so each is new) per LM sample. Mean [95% "
             f"percentile bootstrap CI over seeds, {n} resamples, seed {seed}]; bold: the best variant per column. "
@@ -919,7 +874,6 @@ def compare(args: argparse.Namespace) -> dict:
         plot_pareto(variants, args.top, paths["pareto"])
         plot_fitness_curve(curves, paths["fitness_curve"], seed_ref)
         if args.html:
-            from evo.analysis.lineage import write_sweep_page
             paths["html"] = write_sweep_page(variants, curves, args.top, out / "sweep.html")
         print(text)
         if args.wandb:
@@ -935,7 +889,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         compare(args)
-    except CompareError as exc:
+    except RunsError as exc:   # CompareError among them
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -28,65 +28,22 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from evo import outcome
+from evo.archive.runs import (DATASET_FORMAT, RunsError, find_archives, is_dataset, open_run, protocol,
+                              protocol_difference, read_dataset, stored_settings)
 
-FORMAT = "evo-children/1"
-SUFFIXES = (".jsonl.gz", ".jsonl")
-# Task keys that change what the LM is shown or may write, not how a program is scored; every other
-# task key (train steps, batch size, learning rate, data and seeds...) is part of the protocol.
-NOT_PROTOCOL = ("allowed_imports", "banned_words", "seeds_dir")
 EVALUATED = (*outcome.WORKING, *outcome.FAILED)
 COLUMNS = ("code_hash", "status", "num_params", "val_accuracy", "test_accuracy", "fitness", "round", "run",
            "child_id", "seed", "lm_name", "temperature", "reason", "code")
 
 
-class DatasetError(Exception):
+class DatasetError(RunsError):
     """A bad input: reported as ``error: ...`` with exit code 2."""
-
-
-def is_dataset(path) -> bool:
-    return str(path).endswith(SUFFIXES)
-
-
-def protocol(fingerprint: dict) -> dict:
-    """The training protocol of a run, from its stored settings (archive meta ``fingerprint``)."""
-    task = fingerprint.get("task") or {}
-    return {k: v for k, v in task.items() if k not in NOT_PROTOCOL}
-
-
-def open_run(path):
-    """A run folder's (or an archive file's) archive, read-only."""
-    from evo.archive import Archive
-    path = Path(path)
-    return Archive(path / "archive.sqlite" if path.is_dir() else path, readonly=True)
-
-
-def _settings(archive, path) -> dict:
-    """A run's stored settings (evo.run keeps them in archive meta ``fingerprint``)."""
-    stored = archive.get_meta("fingerprint")
-    if stored is None:
-        raise DatasetError(f"{path} has no stored settings (meta 'fingerprint'): not a run's archive")
-    return json.loads(stored)
-
-
-def source_protocol(path) -> dict:
-    """The training protocol of a dataset file, a run folder or an archive file."""
-    if is_dataset(path):
-        return read(path, header_only=True)[0]["protocol"]
-    archive = open_run(path)
-    try:
-        return protocol(_settings(archive, path))
-    finally:
-        archive.close()
-
-
-def protocol_difference(a: dict, b: dict) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _run_rows(archive_path: Path, run: str) -> tuple[dict, list[dict]]:
     archive = open_run(archive_path)
     try:
-        fp = _settings(archive, archive_path)
+        fp = stored_settings(archive, archive_path)
         marks = ",".join("?" * len(EVALUATED))
         rows = archive.query(
             f"SELECT id AS child_id, round, code, code_hash, status, reason, num_params, val_accuracy, test_accuracy, "
@@ -102,11 +59,7 @@ def _run_rows(archive_path: Path, run: str) -> tuple[dict, list[dict]]:
 
 def build(run_dirs: Sequence[Path], names: Optional[Sequence[str]] = None) -> tuple[dict, list[dict]]:
     """(header, rows) of the dataset of these runs (folders or archive files), one row per code hash."""
-    from evo.analysis.surrogate_quality import QualityError, find_archives
-    try:
-        archives = find_archives([str(p) for p in run_dirs])
-    except QualityError as exc:
-        raise DatasetError(str(exc)) from None
+    archives = find_archives([str(p) for p in run_dirs])
     names = list(names) if names else [_run_name(a) for a in archives]
     first_protocol, sources, seen, rows = None, [], set(), []
     for path, name in zip(archives, names):
@@ -125,7 +78,7 @@ def build(run_dirs: Sequence[Path], names: Optional[Sequence[str]] = None) -> tu
         sources.append({"run": name, "seed": fp.get("seed"), "lm": lm.get("model"),
                         "evaluated": len(run_rows), "new": len(new)})
     counts = Counter(r["status"] for r in rows)
-    header = {"format": FORMAT, "task": first_protocol.get("name"), "protocol": first_protocol,
+    header = {"format": DATASET_FORMAT, "task": first_protocol.get("name"), "protocol": first_protocol,
               "children": len(rows), "trained": sum(counts[s] for s in outcome.WORKING),
               "statuses": dict(sorted(counts.items())), "sources": sources}
     return header, rows
@@ -152,31 +105,6 @@ def write(path: Path, header: dict, rows: Sequence[dict]) -> None:
     tmp.replace(path)
 
 
-def read(path, header_only: bool = False) -> tuple[dict, list[dict]]:
-    """(header, rows) of a dataset file; ``header_only``: no rows are parsed (the config check at start-up)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"no dataset file at {path}")
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rt") as f:
-            header = json.loads(f.readline())
-            rows = [] if header_only else [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} cannot be read as a dataset ({FORMAT}): {exc}") from None
-    if header.get("format") != FORMAT:
-        raise DatasetError(f"{path} is not an evo dataset: its first line says format {header.get('format')!r}, "
-                           f"expected {FORMAT!r}")
-    return header, rows
-
-
-def trained(path) -> list[dict]:
-    """The dataset's trained programs as ``evo.search.surrogate.trained_programs`` gives an archive's."""
-    _, rows = read(path)
-    return [{k: r[k] for k in ("round", "code", "code_hash", "num_params", "val_accuracy")} for r in rows
-            if r["status"] in outcome.WORKING and r["num_params"] is not None and r["val_accuracy"] is not None]
-
-
 def summary_text(header: dict) -> str:
     lines = [f"{header['children']} evaluated children ({header['trained']} trained: ok or filtered), task "
              f"{header['task']}, from {len(header['sources'])} runs",
@@ -197,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.show:
-            print(summary_text(read(args.show)[0]))
+            print(summary_text(read_dataset(args.show)[0]))
             return 0
         if not args.runs or not args.out:
             p.error("give the runs and --out FILE (or --show FILE)")
@@ -206,7 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         header, rows = build([Path(r) for r in args.runs])
         write(args.out, header, rows)
         print(summary_text(header) + f"\nwrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
-    except DatasetError as exc:
+    except RunsError as exc:   # DatasetError among them
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -60,7 +60,8 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from evo.config import ConfigError, _fail, register_configs, validate
+from evo.config import register_configs, validate
+from evo.errors import ConfigError, fail
 from evo.run import CONF_DIR
 from evo.tasks.base import REPO_ROOT
 from evo.tasks.clrs.published import CLRS30, IBARZ_AVERAGE, TABLE3
@@ -118,16 +119,16 @@ def algorithms_of(value) -> list:
     else:
         names = []
     if not names:
-        _fail("final_eval.algorithms", value, "It names the CLRS-30 algorithms to evaluate on.",
-              "pass final_eval.algorithms=all, or a list such as final_eval.algorithms=[bfs,dfs].")
+        fail("final_eval.algorithms", value, "It names the CLRS-30 algorithms to evaluate on.",
+             "pass final_eval.algorithms=all, or a list such as final_eval.algorithms=[bfs,dfs].")
     unknown = [n for n in names if n not in CLRS30]
     if unknown:
         hints = [f"{n} -> {m[0]}" for n in unknown if (m := difflib.get_close_matches(n, CLRS30, n=1))]
-        _fail("final_eval.algorithms", [*names] if len(names) > 1 else names[0],
-              f"Unknown CLRS-30 algorithm(s): {', '.join(unknown)}"
-              + (f" (did you mean: {'; '.join(hints)}?)" if hints else "")
-              + f". Valid names (dm-clrs): {', '.join(CLRS30)}.",
-              "pass final_eval.algorithms=all, or a list of the names above, e.g. final_eval.algorithms=[bfs,dfs].")
+        fail("final_eval.algorithms", [*names] if len(names) > 1 else names[0],
+             f"Unknown CLRS-30 algorithm(s): {', '.join(unknown)}"
+             + (f" (did you mean: {'; '.join(hints)}?)" if hints else "")
+             + f". Valid names (dm-clrs): {', '.join(CLRS30)}.",
+             "pass final_eval.algorithms=all, or a list of the names above, e.g. final_eval.algorithms=[bfs,dfs].")
     return list(dict.fromkeys(names))
 
 
@@ -141,9 +142,9 @@ def make_plan(cfg: DictConfig) -> Plan:
     """Every check, before any data is generated or any program trained."""
     target = str(cfg.task.get("_target_", ""))
     if not target.endswith("clrs.task.CLRSTask"):
-        _fail("task", cfg.task.get("name", target), "The final evaluation is the CLRS-30 protocol of the paper "
-              "(out-of-distribution scores next to its Table 3); it needs the CLRS task.",
-              "pass task=clrs (the default of python -m evo.final_eval), or drop the task= override.")
+        fail("task", cfg.task.get("name", target), "The final evaluation is the CLRS-30 protocol of the paper "
+             "(out-of-distribution scores next to its Table 3); it needs the CLRS task.",
+             "pass task=clrs (the default of python -m evo.final_eval), or drop the task= override.")
     validate(cfg, needs_lm=False)
     fe = cfg.final_eval
     if not cfg.child_file:
@@ -153,12 +154,12 @@ def make_plan(cfg: DictConfig) -> Plan:
     baseline = _read_program("baseline", "final_eval.baseline", fe.baseline, True) if fe.baseline else None
     algorithms = algorithms_of(fe.algorithms)
     if fe.train_seeds < 1:
-        _fail("final_eval.train_seeds", fe.train_seeds, "It counts the training seeds per algorithm and program.",
-              "pass final_eval.train_seeds=3 (or any number >= 1).")
+        fail("final_eval.train_seeds", fe.train_seeds, "It counts the training seeds per algorithm and program.",
+             "pass final_eval.train_seeds=3 (or any number >= 1).")
     out_dir = Path(fe.out_dir).expanduser() if fe.out_dir else Path("outputs") / "final_eval" / child.path.stem
     if out_dir.exists() and not out_dir.is_dir():
-        _fail("final_eval.out_dir", str(out_dir), "It exists and is not a folder.",
-              "pass final_eval.out_dir=a folder path (created if missing).")
+        fail("final_eval.out_dir", str(out_dir), "It exists and is not a folder.",
+             "pass final_eval.out_dir=a folder path (created if missing).")
     settings = task_settings(cfg)
     stored = out_dir / SETTINGS
     if stored.exists():

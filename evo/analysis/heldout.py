@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from evo import outcome
-from evo.analysis.compare import (CompareError, check_same_protocol, check_same_task, drop_twins, find_run_folders,
-                         group_variants, incomplete_runs, load_run)
+from evo.analysis.compare import (CompareError, check_same_protocol, check_same_task, drop_twins, group_variants,
+                                  incomplete_runs, load_run)
+from evo.archive.runs import RunsError, find_run_folders
 
 RESULTS = "heldout.jsonl"
 SETTINGS = "settings.json"
@@ -259,7 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         heldout(args)
-    except CompareError as exc:
+    except RunsError as exc:   # CompareError among them
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

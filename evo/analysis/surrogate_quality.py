@@ -35,7 +35,6 @@ top-10% precision vs training size, mean +- std over splits). Exit code 0, or 2 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import sqlite3
@@ -47,9 +46,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from evo.search.surrogate import trained_programs
-
-ARCHIVE = "archive.sqlite"
+from evo.archive.runs import RunsError, dataset_trained, find_archives, is_dataset, open_archive, trained_programs
 HEADS = ("ridge", "mlp_ensemble", "gbt")
 EMBEDDERS = ("minilm", "operator")
 MIN_CHILDREN = 20    # 10 to train on and 10 held out, the fewest where "top 10%" is one child
@@ -58,12 +55,8 @@ TOKEN_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|[^\sA-Za
 METRICS = {"tau": "Kendall tau", "rho": "Spearman rho", "p10": "top-10% precision"}
 
 
-class QualityError(Exception):
+class QualityError(RunsError):
     """A bad input: reported as ``error: ...`` with exit code 2."""
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- metrics and cross-validation
@@ -192,53 +185,12 @@ class Program:
     source: str
 
 
-def find_archives(paths: Sequence[str]) -> list[Path]:
-    """Archive files named by ``paths``: a file, a run folder holding archive.sqlite, a glob, or a
-    folder searched recursively (a multirun sweep; as ``python -m evo.compare``). Each once."""
-    from evo.analysis.compare import CompareError, find_run_folders
-    found: list[Path] = []
-    for arg in paths:
-        matches = sorted(glob.glob(arg, recursive=True)) if glob.has_magic(arg) else [arg]
-        if not matches:
-            raise QualityError(f"no archive found: nothing matches {arg!r}")
-        for m in map(Path, matches):
-            if m.is_file():
-                found.append(m)
-                continue
-            try:
-                found.extend(folder / ARCHIVE for folder in find_run_folders([str(m)]))
-            except CompareError as exc:
-                raise QualityError(f"no archive found: {exc}") from None
-    return list({p.resolve(): p for p in found}.values())
-
-
-def open_archive(path: Path, cache: bool) -> tuple[object, bool]:
-    """(archive, writable). Writable only for the embedding cache; an archive that refuses writes is
-    read without caching."""
-    from evo.archive import Archive
-    if cache:
-        try:
-            return Archive(path), True
-        except sqlite3.Error as exc:
-            warn(f"{path} cannot be written ({exc}): read without caching its embeddings")
-    try:
-        archive = Archive(path, readonly=True)
-        archive.query("SELECT 1 FROM children LIMIT 1")   # a file that is no archive fails here, not later
-        return archive, False
-    except sqlite3.Error as exc:
-        raise QualityError(f"{path} cannot be read as an archive: {exc}") from None
-
-
 def load_programs(paths: Sequence[Path], cache: bool) -> tuple[list[Source], list[Program]]:
     """Open the archives and pool their trained children, one per code hash, in archive then id order."""
     sources, pool = [], {}
-    from evo.analysis import dataset
     for path in paths:
-        if dataset.is_dataset(path):
-            try:
-                archive, writable, rows = None, False, dataset.trained(path)
-            except dataset.DatasetError as exc:
-                raise QualityError(str(exc)) from None
+        if is_dataset(path):
+            archive, writable, rows = None, False, dataset_trained(path)
         else:
             archive, writable = open_archive(path, cache)
             rows = trained_programs(archive)
@@ -568,7 +520,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         report(args)
-    except QualityError as exc:
+    except RunsError as exc:   # QualityError among them
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

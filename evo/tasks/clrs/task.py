@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from evo.errors import ConfigError, fail
 from evo.tasks.base import Prepared, Task
 
 PRELUDE = "import haiku as hk\nimport jax\nimport jax.numpy as jnp"
@@ -71,27 +72,26 @@ class CLRSTask(Task):
         """Fast checks of the task node (no dm-clrs import): raises ConfigError naming key and fix."""
         import importlib.util
 
-        from evo.config import ConfigError, _fail
         if importlib.util.find_spec("clrs") is None or importlib.util.find_spec("haiku") is None:
             raise ConfigError("task=clrs needs dm-clrs and dm-haiku, which are not installed. "
                               "Fix: pip install -e '.[clrs]' (or bash scripts/setup.sh).")
         if cfg.algorithm not in CLRS30:
-            _fail("task.algorithm", cfg.algorithm, f"It is not one of the 30 CLRS algorithms: {', '.join(CLRS30)}.",
-                  "pass task.algorithm=articulation_points (or graham_scan, mst_kruskal: the paper's search tasks).")
+            fail("task.algorithm", cfg.algorithm, f"It is not one of the 30 CLRS algorithms: {', '.join(CLRS30)}.",
+                 "pass task.algorithm=articulation_points (or graham_scan, mst_kruskal: the paper's search tasks).")
         if not cfg.train_lengths or any(int(n) < 4 for n in cfg.train_lengths):
-            _fail("task.train_lengths", list(cfg.train_lengths or []),
-                  "Training graph sizes must be a non-empty list of sizes >= 4 (some samplers need 4 nodes).",
-                  "pass task.train_lengths=[4,7,11,13,16] (run.py) or task.train_lengths=[16].")
+            fail("task.train_lengths", list(cfg.train_lengths or []),
+                 "Training graph sizes must be a non-empty list of sizes >= 4 (some samplers need 4 nodes).",
+                 "pass task.train_lengths=[4,7,11,13,16] (run.py) or task.train_lengths=[16].")
         for key in ("val_length", "test_length"):
             if cfg[key] < 4:
-                _fail(f"task.{key}", cfg[key], "Graph sizes must be at least 4.", f"pass task.{key}=16 or more.")
+                fail(f"task.{key}", cfg[key], "Graph sizes must be at least 4.", f"pass task.{key}=16 or more.")
         for key in ("train_samples", "val_samples", "test_samples", "eval_batch_size", "hidden_dim", "nb_triplet_fts"):
             if cfg[key] < 1:
-                _fail(f"task.{key}", cfg[key], "It counts something and must be at least 1.", f"pass task.{key}=1 or more.")
+                fail(f"task.{key}", cfg[key], "It counts something and must be at least 1.", f"pass task.{key}=1 or more.")
         if cfg.batch_size > cfg.train_samples:
-            _fail("task.batch_size", cfg.batch_size, f"A batch is drawn from each training pool of "
-                  f"task.train_samples={cfg.train_samples} trajectories.",
-                  f"pass task.batch_size<={cfg.train_samples} or raise task.train_samples.")
+            fail("task.batch_size", cfg.batch_size, f"A batch is drawn from each training pool of "
+                 f"task.train_samples={cfg.train_samples} trajectories.",
+                 f"pass task.batch_size<={cfg.train_samples} or raise task.train_samples.")
 
     def pool_specs(self) -> dict:
         """split -> [(pool name, "split:length:samples:seed")]: each split and length has its own seed."""

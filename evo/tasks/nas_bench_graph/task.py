@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from evo.errors import fail
 from evo.tasks.base import Prepared, Task
 from evo.tasks.nas_bench_graph import render
 from evo.tasks.nas_bench_graph.space import DATASETS, Architecture, space
@@ -39,15 +40,14 @@ class NASBenchGraphTask(Task):
     @staticmethod
     def check_config(cfg) -> None:
         """Before any compute: the dataset is one of the benchmark's and the package is installed."""
-        from evo.config import _fail
         if cfg.get("dataset") not in DATASETS:
-            _fail("task.dataset", cfg.get("dataset"), f"NAS-Bench-Graph has tables for {', '.join(DATASETS)}.",
-                  "pass e.g. task.dataset=cora.")
+            fail("task.dataset", cfg.get("dataset"), f"NAS-Bench-Graph has tables for {', '.join(DATASETS)}.",
+                 "pass e.g. task.dataset=cora.")
         try:
             from evo.tasks.nas_bench_graph.space import package
             package()
         except ImportError as exc:
-            _fail("task", "nas_bench_graph", str(exc) + ".", "pip install nas-bench-graph (scripts/setup.sh does).")
+            fail("task", "nas_bench_graph", str(exc) + ".", "pip install nas-bench-graph (scripts/setup.sh does).")
 
     def seed_programs(self) -> dict[str, str]:
         """With no ``seeds_dir``: the benchmark's own 10 anchor networks (skip, skip or skip and 3 layers of
