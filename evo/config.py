@@ -15,8 +15,11 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from evo.archive import runs
 from evo.errors import ConfigError, fail as _fail   # ConfigError: evo.config's errors too (evo.run catches it)
+from evo.lm.base import LMUnavailableError
+from evo.sandbox.runner import SandboxLimits
+from evo.search.crossmut import CrossMut
+from evo.search.tuning import PromptTuningConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -121,6 +124,10 @@ class EvoConfig:
     final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
 
 
+# The component that reads each node of this schema, and checks it (check_config).
+_NODE_OWNERS = {"crossmut": CrossMut, "soft_prompt": PromptTuningConfig, "sandbox": SandboxLimits}
+
+
 def register_configs() -> None:
     """Register the schema that ``conf/config.yaml`` extends (called by the entry points, not on import)."""
     ConfigStore.instance().store(name="evo_schema", node=EvoConfig)
@@ -139,100 +146,43 @@ register_resolvers()   # on import too: code that only loads a saved config (.hy
 
 
 def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
-    """Checks that run before anything is loaded or trained."""
-    s, c, b = cfg.search, cfg.crossmut, cfg.sandbox
-    for key, value in (("search.rounds", s.rounds), ("search.prompts_per_round", s.prompts_per_round),
-                       ("crossmut.parents_per_prompt", c.parents_per_prompt),
-                       ("crossmut.samples_per_prompt", c.samples_per_prompt),
-                       ("sandbox.threads", b.threads),
-                       # a tabular task (task=nas_bench_graph) trains nothing and has no training keys
-                       ("task.train_steps", cfg.task.get("train_steps", 1)), ("task.batch_size", cfg.task.get("batch_size", 1)),
-                       ("selection.survivors", cfg.selection.survivors)):
-        if value < 1:
-            _fail(key, value, "It counts something and must be at least 1.", f"pass {key}=1 or more.")
-    if c.resample_copies < 0:
-        _fail("crossmut.resample_copies", c.resample_copies, "It is a number of extra batches.",
-              "pass crossmut.resample_copies=0 (the paper) or more.")
+    """Checks that run before anything is loaded or trained. This module checks only its own node
+    (``search``) and the ablation's combinations; every other node is checked by the component that
+    reads it, ``check_config(node, cfg)`` (``cfg``: the whole config, for checks that span nodes): the
+    class behind a node of this schema (crossmut, soft_prompt, sandbox) or a group's ``_target_`` class."""
+    _check_search(cfg.search)
+    for key, owner in _NODE_OWNERS.items():
+        owner.check_config(cfg[key], cfg)
+    for group in ("task", "selection", "evaluator"):
+        _ask(group, cfg)
+    for node in ("logger", "surrogate"):   # their constructors check their own options (nothing is loaded)
+        instantiate_checked(cfg[node])
+    _ask("surrogate", cfg)                 # then what spans nodes (a prior's task settings against this run's)
+    _validate_ablation(cfg, _class_of("lm", cfg.lm))
+    if needs_lm:
+        _ask("lm", cfg)
+
+
+def _check_search(s: DictConfig) -> None:
+    """Algorithm 1's own numbers (the ``search`` node is this module's schema, SearchConfig)."""
+    for key in ("rounds", "prompts_per_round"):
+        if s[key] < 1:
+            _fail(f"search.{key}", s[key], "It counts something and must be at least 1.", f"pass search.{key}=1 or more.")
     if not 0 < s.alpha <= 1:
         _fail("search.alpha", s.alpha, "alpha is the validation-error threshold of FILTERANDEVAL, in (0, 1].",
               "pass search.alpha=0.5 (the paper's value).")
-    if not c.temperatures or any(t <= 0 for t in c.temperatures):
-        _fail("crossmut.temperatures", list(c.temperatures), "Sampling temperatures must be positive.",
-              "pass crossmut.temperatures=[0.2,0.6,0.8,1.0] (the paper's set).")
-    choices = {"crossmut.temperature_draw": (c.temperature_draw, ("iid", "cycle")),
-               "crossmut.parent_order": (c.parent_order, ("drawn", "fittest_last", "fittest_first")),
-               "crossmut.constrain": (c.constrain, ("none", "grammar")),
-               "sandbox.isolation": (b.isolation, ("auto", "bwrap", "none"))}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            _fail(key, value, f"Allowed values: {', '.join(allowed)}.", f"pass {key}={allowed[0]}.")
-    if b.timeout_s <= 0 or b.memory_mb < 256:
-        _fail("sandbox.timeout_s/memory_mb", (b.timeout_s, b.memory_mb),
-              "A child needs a positive timeout and at least 256 MB.", "pass sandbox.timeout_s=900 sandbox.memory_mb=4096.")
-    default = f"the default in conf/task/{cfg.task.get('name', '<task>')}.yaml"
-    if cfg.task.get("eval_every", 1) < 1:
-        _fail("task.eval_every", cfg.task.eval_every, "Validation runs every eval_every steps.",
-              f"pass a positive task.eval_every ({default}).")
-    if not 0 < cfg.task.get("learning_rate", 1e-3) < 10:
-        _fail("task.learning_rate", cfg.task.learning_rate, "The AdamW learning rate must be positive.",
-              f"pass a positive task.learning_rate ({default}).")
-    _check_task(cfg.task)
-    _check_evaluator(cfg.evaluator)
-    for node in ("logger", "surrogate"):   # their constructors check their own options (nothing is loaded)
-        instantiate_checked(cfg[node])
-    _check_surrogate_prior(cfg)
-    from evo.search.tuning import PromptTuningConfig   # its own checks are the soft_prompt node's checks
+
+
+def _ask(group: str, cfg: DictConfig) -> None:
+    """The group option's class checks its node (``check_config``), if it has such a check. A backend that
+    cannot run here says so with LMUnavailableError (an LM that is not installed, a model file missing)."""
+    check = getattr(_class_of(group, cfg[group]), "check_config", None)
+    if check is None:
+        return
     try:
-        PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt))
-    except ValueError as exc:
-        raise ConfigError(f"Invalid configuration: {str(exc).replace('PromptTuningConfig.', 'soft_prompt.')} "
-                          "Fix: use a value as documented in conf/config.yaml (soft_prompt: the paper's "
-                          "16 tokens, 5 epochs, batch 16, lr 0.1).") from None
-    lm_class = _class_of("lm", cfg.lm)
-    _validate_ablation(cfg, lm_class)
-    check = getattr(lm_class, "check_config", None)   # a backend's own fast check, before any compute
-    if c.constrain == "grammar" and hasattr(cfg.lm, "get") and cfg.lm.get("decoder") == "generate":
-        _fail("crossmut.constrain", c.constrain, "lm.decoder=generate (transformers' generate) cannot enforce a grammar.",
-              "pass lm.decoder=cached (evo's decode loop), or crossmut.constrain=none.")
-    if needs_lm and check is not None:
-        from evo.lm.base import LMUnavailableError
-        try:
-            check(cfg.lm)
-        except LMUnavailableError as exc:
-            raise ConfigError(str(exc)) from None
-
-
-def _check_surrogate_prior(cfg: DictConfig) -> None:
-    """A prior's scores must come from the same training protocol as this run's (train steps, data...)."""
-    import sqlite3
-    here = runs.protocol({"task": OmegaConf.to_container(cfg.task, resolve=True)})
-    for path in cfg.surrogate.get("prior") or ():
-        try:
-            theirs = runs.source_protocol(path)
-        except (runs.RunsError, sqlite3.Error) as exc:
-            _fail("surrogate.prior", path, f"It cannot be read as a run, an archive or a dataset: {exc}.",
-                  "pass run folders, archive.sqlite files or dataset files (python -m evo.dataset).")
-        keys = runs.protocol_difference(here, theirs)
-        if keys:
-            _fail("surrogate.prior", path,
-                  "Its children were trained under other task settings than this run's ("
-                  + ", ".join(f"{k}: {theirs.get(k)!r} there, {here.get(k)!r} here" for k in keys)
-                  + "), so their scores do not predict this run's.",
-                  "pass priors trained with the same task settings, or the same task overrides as they had.")
-
-
-def _check_task(task_cfg: DictConfig) -> None:
-    """The task class's own checks of its node (``check_config``), before any data is generated."""
-    from hydra.utils import get_class
-    target = task_cfg.get("_target_")
-    try:
-        cls = get_class(target)
-    except Exception as exc:
-        raise ConfigError(f"Invalid configuration: task._target_={target!r} cannot be imported ({exc}). "
-                          "Fix: choose an option of the task group (task=mnist1d, task=clrs).") from None
-    check = getattr(cls, "check_config", None)
-    if check is not None:
-        check(task_cfg)
+        check(cfg[group], cfg)
+    except LMUnavailableError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def instantiate_checked(node: DictConfig):
@@ -246,38 +196,6 @@ def instantiate_checked(node: DictConfig):
         if isinstance(exc.__cause__, ConfigError):
             raise exc.__cause__ from None
         raise
-
-
-def _check_evaluator(ev: DictConfig) -> None:
-    """The evaluator group's values, and for SLURM that submitit and a cluster are there."""
-    target = str(ev.get("_target_", ""))
-    if target.endswith(".LocalEvaluator"):
-        if ev.workers is not None and ev.workers < 1:
-            _fail("evaluator.workers", ev.workers, "It is the number of children evaluated at once.",
-                  "pass evaluator.workers=1 or more, or null (the cores less the LM's threads).")
-        from evo.search.devices import plan_devices, visible_gpus   # the GPU keys (evo/search/devices.py says what they mean)
-        device = ev.get("device", "auto")
-        try:
-            plan_devices(visible_gpus() if device != "cpu" else [], device=device, workers=ev.workers,
-                         workers_per_gpu=ev.get("workers_per_gpu", 1), memory_fraction=ev.get("gpu_memory_fraction"),
-                         lm_device=ev.get("lm_device"), lm_memory_fraction=ev.get("lm_memory_fraction", 0.25))
-        except ValueError as exc:
-            raise ConfigError(f"Invalid configuration: {exc}") from None
-    elif target.endswith(".SlurmEvaluator"):
-        for key in ("gpus_per_child", "cpus_per_child", "array_parallelism", "max_resubmits"):
-            low = 1 if key in ("cpus_per_child", "array_parallelism") else 0
-            if ev[key] < low:
-                _fail(f"evaluator.{key}", ev[key], f"It must be at least {low}.", f"pass evaluator.{key}={max(low, 1)}.")
-        try:
-            import submitit  # noqa: F401
-        except ImportError:
-            _fail("evaluator", "slurm", "The SLURM evaluator submits children with submitit, which is not installed.",
-                  "pip install 'evo[cluster]' (submitit, hydra-submitit-launcher), or pass evaluator=local.")
-        import shutil
-        if shutil.which("sbatch") is None:
-            _fail("evaluator", "slurm", "There is no `sbatch` on PATH here, so no SLURM cluster to submit children to.",
-                  "run on a SLURM login node, start the local one-node cluster (bash scripts/slurm.sh start), "
-                  "or pass evaluator=local.")
 
 
 def _class_of(group: str, node):

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evo.archive.moved import current_paths
@@ -47,7 +47,8 @@ def _fingerprint(cfg: DictConfig) -> dict:
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         out[key] = node
-    if str(cfg.surrogate.get("_target_", "")).endswith("ColeSurrogate"):   # absent when off: older runs resume
+    # a surrogate that decides which children train is part of the search; absent when off: older runs resume
+    if getattr(get_class(cfg.surrogate._target_), "active", False):
         out["surrogate"] = {k: v for k, v in plain["surrogate"].items() if k != "train_skipped"}
     for key, free in _RESUME_FREE.items():
         out[key] = _without(out[key] or {}, free)

@@ -240,7 +240,7 @@ class HFCausalLM:
     supports_prompt_tuning = True   # local weights: evo.search.tuning trains a soft prompt in front of them
 
     @staticmethod
-    def check_config(lm_cfg) -> None:
+    def check_config(lm_cfg, cfg=None) -> None:
         """Fail before any compute when ``lm.model`` cannot be loaded here, or a decoding option is
         not one of its values (config validation)."""
         get = lm_cfg.get if hasattr(lm_cfg, "get") else (lambda k, d=None: getattr(lm_cfg, k, d))

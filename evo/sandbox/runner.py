@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from evo import outcome
+from evo.errors import fail
 from evo.sandbox.worker import OOM_SIGNATURES, set_non_dumpable
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,17 @@ class SandboxLimits:
     scratch_mb: int | None = 1024  # bwrap: /tmp and the work folder are tmpfs of this size each (in memory, so
                                    # the cgroup memory cap counts them); None: folders on disk. isolation=none:
                                    # folders on disk, only max_file_mb per file
+
+    @staticmethod
+    def check_config(node, cfg) -> None:
+        """The ``sandbox`` node, before any compute (evo.config.validate asks); names the key and a fix."""
+        if node.threads < 1:
+            fail("sandbox.threads", node.threads, "It counts something and must be at least 1.", "pass sandbox.threads=1 or more.")
+        if node.isolation not in ("auto", "bwrap", "none"):
+            fail("sandbox.isolation", node.isolation, "Allowed values: auto, bwrap, none.", "pass sandbox.isolation=auto.")
+        if node.timeout_s <= 0 or node.memory_mb < 256:
+            fail("sandbox.timeout_s/memory_mb", (node.timeout_s, node.memory_mb),
+                 "A child needs a positive timeout and at least 256 MB.", "pass sandbox.timeout_s=900 sandbox.memory_mb=4096.")
 
     def cpu_limit_s(self) -> float:
         if self.cpu_s is not None:

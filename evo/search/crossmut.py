@@ -12,8 +12,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from evo.search.filter_eval import fitness
+from evo.errors import fail
 from evo.lm.base import Completion
+from evo.search.filter_eval import fitness
 from evo.search.program import code_hash
 from evo.search.prompt import Example, make_fewshot_prompt, target_metrics
 from evo.search.repair import ClassRules, ClassStop, finish
@@ -46,6 +47,28 @@ class CrossMut:
     max_dropped_lines: int = 2             # repair: most broken tail lines dropped from a cut-off sample
     banned_words: Sequence[str] = field(default_factory=list)  # token sequences the LM may not write
     constrain: str = "none"                # "grammar": the LM may only write the task's grammar (not in paper)
+
+    @staticmethod
+    def check_config(node, cfg) -> None:
+        """The ``crossmut`` node, before any compute (evo.config.validate asks); names the key and a fix."""
+        for key in ("parents_per_prompt", "samples_per_prompt"):
+            if node[key] < 1:
+                fail(f"crossmut.{key}", node[key], "It counts something and must be at least 1.",
+                     f"pass crossmut.{key}=1 or more.")
+        if node.resample_copies < 0:
+            fail("crossmut.resample_copies", node.resample_copies, "It is a number of extra batches.",
+                 "pass crossmut.resample_copies=0 (the paper) or more.")
+        if not node.temperatures or any(t <= 0 for t in node.temperatures):
+            fail("crossmut.temperatures", list(node.temperatures), "Sampling temperatures must be positive.",
+                 "pass crossmut.temperatures=[0.2,0.6,0.8,1.0] (the paper's set).")
+        for key, allowed in (("temperature_draw", ("iid", "cycle")), ("parent_order", ("drawn", "fittest_last", "fittest_first")),
+                             ("constrain", ("none", "grammar"))):
+            if node[key] not in allowed:
+                fail(f"crossmut.{key}", node[key], f"Allowed values: {', '.join(allowed)}.", f"pass crossmut.{key}={allowed[0]}.")
+        # the one LM setting the grammar depends on: transformers' generate has no token mask
+        if node.constrain == "grammar" and hasattr(cfg.lm, "get") and cfg.lm.get("decoder") == "generate":
+            fail("crossmut.constrain", node.constrain, "lm.decoder=generate (transformers' generate) cannot enforce a grammar.",
+                 "pass lm.decoder=cached (evo's decode loop), or crossmut.constrain=none.")
 
     def choose_parents(self, population: Sequence[Example], rng: random.Random) -> list[Example]:
         k = self.parents_per_prompt

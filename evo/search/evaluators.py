@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from evo import outcome
+from evo.errors import ConfigError, fail
 from evo.search.filter_eval import Evaluation, FilterAndEval
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,22 @@ class LocalEvaluator:
     a machine with GPUs each on its share of one GPU (``device``, ``workers_per_gpu``: evo/search/devices.py)."""
 
     name = "local"
+
+    @staticmethod
+    def check_config(node, cfg) -> None:
+        """The ``evaluator`` node of evaluator=local, before any compute (evo.config.validate asks): the
+        worker count, and the GPU keys through the same device plan the constructor makes."""
+        from evo.search.devices import plan_devices, visible_gpus
+        if node.workers is not None and node.workers < 1:
+            fail("evaluator.workers", node.workers, "It is the number of children evaluated at once.",
+                 "pass evaluator.workers=1 or more, or null (the cores less the LM's threads).")
+        device = node.get("device", "auto")
+        try:
+            plan_devices(visible_gpus() if device != "cpu" else [], device=device, workers=node.workers,
+                         workers_per_gpu=node.get("workers_per_gpu", 1), memory_fraction=node.get("gpu_memory_fraction"),
+                         lm_device=node.get("lm_device"), lm_memory_fraction=node.get("lm_memory_fraction", 0.25))
+        except ValueError as exc:
+            raise ConfigError(f"Invalid configuration: {exc}") from None
 
     def __init__(self, workers: Optional[int] = None, pin_cpus: bool = True, reserve_cores: int = 1,
                  device: str = "auto", workers_per_gpu: int = 1, gpu_memory_fraction: Optional[float] = None,
@@ -153,6 +170,26 @@ class SlurmEvaluator:
     (node failure, preemption, cancel) is submitted again up to ``max_resubmits`` times."""
 
     name = "slurm"
+
+    @staticmethod
+    def check_config(node, cfg) -> None:
+        """The ``evaluator`` node of evaluator=slurm, before any compute (evo.config.validate asks): its
+        counts, and that submitit and a cluster (``sbatch``) are there."""
+        import shutil
+
+        for key in ("gpus_per_child", "cpus_per_child", "array_parallelism", "max_resubmits"):
+            low = 1 if key in ("cpus_per_child", "array_parallelism") else 0
+            if node[key] < low:
+                fail(f"evaluator.{key}", node[key], f"It must be at least {low}.", f"pass evaluator.{key}={max(low, 1)}.")
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            fail("evaluator", "slurm", "The SLURM evaluator submits children with submitit, which is not installed.",
+                 "pip install 'evo[cluster]' (submitit, hydra-submitit-launcher), or pass evaluator=local.")
+        if shutil.which("sbatch") is None:
+            fail("evaluator", "slurm", "There is no `sbatch` on PATH here, so no SLURM cluster to submit children to.",
+                 "run on a SLURM login node, start the local one-node cluster (bash scripts/slurm.sh start), "
+                 "or pass evaluator=local.")
 
     def __init__(self, partition: Optional[str] = None, account: Optional[str] = None, qos: Optional[str] = None,
                  gpus_per_child: int = 1, cpus_per_child: int = 1, mem_gb: Optional[int] = None,

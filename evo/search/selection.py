@@ -11,6 +11,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from evo.archive import Child
+from evo.errors import fail
+
+
+def check_config(node, cfg) -> None:
+    """The ``selection`` node, before any compute (evo.config.validate asks the rule's check_config)."""
+    if node.survivors < 1:
+        fail("selection.survivors", node.survivors, "It counts something and must be at least 1.",
+             "pass selection.survivors=1 or more.")
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,7 @@ class PaperTopK:
     survivors: int = 10
     retire: bool = True
     name: str = "paper_topk"
+    check_config = staticmethod(check_config)   # every rule's node has survivors (and retire)
 
     def __call__(self, history: Sequence[Child], retired: set[int], rng: random.Random) -> list[Child]:
         # Ties broken by id: the earlier child wins, so the choice is reproducible on resume.
@@ -32,6 +41,7 @@ class RandomParents:
     survivors: int = 10
     retire: bool = True
     name: str = "random"
+    check_config = staticmethod(check_config)
 
     def __call__(self, history: Sequence[Child], retired: set[int], rng: random.Random) -> list[Child]:
         pool = _pool(history, retired, self.retire)
@@ -54,6 +64,7 @@ class Tournament:
     retire: bool = True
     size: int = 3
     name: str = "tournament"
+    check_config = staticmethod(check_config)
 
     def __post_init__(self):
         if self.size < 1:
@@ -133,6 +144,7 @@ class Pareto:
     survivors: int = 10
     retire: bool = True
     name: str = "pareto"
+    check_config = staticmethod(check_config)
 
     def __call__(self, history: Sequence[Child], retired: set[int], rng: random.Random) -> list[Child]:
         pool = [c for c in _pool(history, retired, self.retire)

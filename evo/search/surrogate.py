@@ -21,13 +21,16 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+from omegaconf import OmegaConf
 
+from evo.archive import runs
 from evo.archive.runs import read_trained, trained_programs
 from evo.errors import fail
 
@@ -196,7 +199,26 @@ class NoSurrogate:
 class ColeSurrogate:
     """``surrogate=cole``: rank a round's children by predicted score and train the best share."""
 
-    active = True
+    active = True   # decides which children train: a resumed run must keep its settings (evo.run's fingerprint)
+
+    @staticmethod
+    def check_config(node, cfg) -> None:
+        """surrogate=cole, before any compute (evo.config.validate asks): a prior's scores must come from the
+        same training protocol as this run's (train steps, data...), or they do not predict this run's."""
+        here = runs.protocol({"task": OmegaConf.to_container(cfg.task, resolve=True)})
+        for path in node.get("prior") or ():
+            try:
+                theirs = runs.source_protocol(path)
+            except (runs.RunsError, sqlite3.Error) as exc:
+                fail("surrogate.prior", path, f"It cannot be read as a run, an archive or a dataset: {exc}.",
+                     "pass run folders, archive.sqlite files or dataset files (python -m evo.dataset).")
+            keys = runs.protocol_difference(here, theirs)
+            if keys:
+                fail("surrogate.prior", path,
+                     "Its children were trained under other task settings than this run's ("
+                     + ", ".join(f"{k}: {theirs.get(k)!r} there, {here.get(k)!r} here" for k in keys)
+                     + "), so their scores do not predict this run's.",
+                     "pass priors trained with the same task settings, or the same task overrides as they had.")
 
     def __init__(self, embedder, head: Callable[[], object], target: str = "log_fitness",
                  train_fraction: float = 0.5, explore_fraction: float = 0.1, min_history: int = 10,

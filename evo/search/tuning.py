@@ -70,6 +70,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from evo.errors import ConfigError
+
 STATE_FILE = "tuner_state.json"   # evo's own record next to peft's adapter files
 
 
@@ -94,6 +96,18 @@ class PromptTuningConfig:
                 raise ValueError(f"PromptTuningConfig.{name} must be >= 1, got {getattr(self, name)!r}.")
         if not self.learning_rate > 0:
             raise ValueError(f"PromptTuningConfig.learning_rate must be > 0, got {self.learning_rate!r}.")
+
+    @classmethod
+    def check_config(cls, node, cfg) -> None:
+        """The ``soft_prompt`` node, before any compute (evo.config.validate asks): this class's own checks."""
+        from omegaconf import OmegaConf
+
+        try:
+            cls(**OmegaConf.to_container(node))
+        except ValueError as exc:
+            raise ConfigError(f"Invalid configuration: {str(exc).replace('PromptTuningConfig.', 'soft_prompt.')} "
+                              "Fix: use a value as documented in conf/config.yaml (soft_prompt: the paper's "
+                              "16 tokens, 5 epochs, batch 16, lr 0.1).") from None
 
 
 def _max_positions(config) -> Optional[int]:

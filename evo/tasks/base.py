@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from evo.errors import fail
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +36,21 @@ class Task:
     harness: str            # "module:function" run inside the sandbox: fn(code, **harness_kwargs) -> dict
     seeds_dir: Optional[str]
     banned_words: list = []  # strings the LM may not write (names that do not exist in the child's language)
+
+    @classmethod
+    def check_config(cls, node, cfg) -> None:
+        """The ``task`` node, before any data is generated (evo.config.validate asks): the training keys
+        every trained task has. A task with more keys extends this; one that trains nothing replaces it."""
+        for key in ("train_steps", "batch_size"):
+            if node[key] < 1:
+                fail(f"task.{key}", node[key], "It counts something and must be at least 1.", f"pass task.{key}=1 or more.")
+        default = f"the default in conf/task/{node.get('name', '<task>')}.yaml"
+        if node.eval_every < 1:
+            fail("task.eval_every", node.eval_every, "Validation runs every eval_every steps.",
+                 f"pass a positive task.eval_every ({default}).")
+        if not 0 < node.learning_rate < 10:
+            fail("task.learning_rate", node.learning_rate, "The AdamW learning rate must be positive.",
+                 f"pass a positive task.learning_rate ({default}).")
 
     def grammar(self) -> Optional[str]:
         """The child language as a Lark grammar of what the LM writes after the prefill (llguidance's

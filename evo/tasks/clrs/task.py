@@ -67,11 +67,13 @@ class CLRSTask(Task):
         self.seeds_dir = seeds_dir
         self.banned_words = list(banned_words)
 
-    @staticmethod
-    def check_config(cfg) -> None:
+    @classmethod
+    def check_config(cls, node, config) -> None:
         """Fast checks of the task node (no dm-clrs import): raises ConfigError naming key and fix."""
         import importlib.util
 
+        super().check_config(node, config)   # the training keys
+        cfg = node
         if importlib.util.find_spec("clrs") is None or importlib.util.find_spec("haiku") is None:
             raise ConfigError("task=clrs needs dm-clrs and dm-haiku, which are not installed. "
                               "Fix: pip install -e '.[clrs]' (or bash scripts/setup.sh).")

@@ -38,8 +38,9 @@ class NASBenchGraphTask(Task):
         self.banned_words = list(banned_words)
 
     @staticmethod
-    def check_config(cfg) -> None:
-        """Before any compute: the dataset is one of the benchmark's and the package is installed."""
+    def check_config(cfg, config=None) -> None:
+        """Before any compute: the dataset is one of the benchmark's and the package is installed (a child
+        is looked up, not trained: the training keys of Task.check_config are not this task's)."""
         if cfg.get("dataset") not in DATASETS:
             fail("task.dataset", cfg.get("dataset"), f"NAS-Bench-Graph has tables for {', '.join(DATASETS)}.",
                  "pass e.g. task.dataset=cora.")
