@@ -8,12 +8,18 @@ combinations that types cannot express, and says how to fix each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import collections.abc
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, ValidationError
+from omegaconf.errors import OmegaConfBaseException
 
 from evo.errors import ConfigError, fail as _fail   # ConfigError: evo.config's errors too (evo.run catches it)
 from evo.lm.base import LMUnavailableError
@@ -22,6 +28,7 @@ from evo.search.crossmut import CrossMut
 from evo.search.tuning import PromptTuningConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("task", "lm", "selection", "evaluator", "logger", "surrogate")   # options with a _target_ class
 
 
 @dataclass
@@ -150,6 +157,8 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     (``search``) and the ablation's combinations; every other node is checked by the component that
     reads it, ``check_config(node, cfg)`` (``cfg``: the whole config, for checks that span nodes): the
     class behind a node of this schema (crossmut, soft_prompt, sandbox) or a group's ``_target_`` class."""
+    for group in GROUPS:                   # types first: the checks below compare values
+        _check_types(group, cfg[group])
     _check_search(cfg.search)
     for key, owner in _NODE_OWNERS.items():
         owner.check_config(cfg[key], cfg)
@@ -161,6 +170,87 @@ def validate(cfg: DictConfig, *, needs_lm: bool = True) -> None:
     _validate_ablation(cfg, _class_of("lm", cfg.lm))
     if needs_lm:
         _ask("lm", cfg)
+
+
+def _check_types(group: str, node) -> None:
+    """A group option's schema is its class's constructor: every key the node sets must convert to the type
+    that ``__init__`` annotates, so ``task.train_steps=ten`` names the key and the fix here, before any
+    compute (the schema nodes, search and the rest, are typed at composition by EvoConfig)."""
+    cls = _class_of(group, node)
+    if cls is None:
+        return
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:   # an annotation this Python cannot evaluate: nothing to check against
+        return
+    expected = {k: _omegaconf_type(hints[k]) for k in node if k in hints}
+    expected = {k: t for k, t in expected.items() if t is not Any}
+    values = {}
+    for key in list(expected):
+        try:
+            value = node[key]
+        except OmegaConfBaseException:   # an interpolation that resolves only where the run starts (an env var)
+            del expected[key]
+            continue
+        values[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+    expected = {k: t for k, t in expected.items() if not _matches(values[k], t)}   # the usual case: all already are
+    if not expected:
+        return
+    schema = make_dataclass(f"{cls.__name__}Types", list(expected.items()))   # OmegaConf decides what converts
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), {k: values[k] for k in expected})
+    except ValidationError as exc:
+        key = re.split(r"[.\[]", str(exc.full_key))[0]   # a list item's error names the item: report the key
+        default = inspect.signature(cls.__init__).parameters[key].default
+        example = "" if default is inspect.Parameter.empty else f", e.g. {group}.{key}={_yaml(default)} (the default)"
+        _fail(f"{group}.{key}", values[key], f"{cls.__name__} (the {group} option) takes {key} as {_type_name(expected[key])}.",
+              f"pass {_type_name(expected[key])}{example}.")
+
+
+def _matches(value, t) -> bool:
+    """Whether ``value`` already is of the type ``_omegaconf_type`` gave (no conversion needed)."""
+    if t is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t in (bool, str):
+        return isinstance(value, t)
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    if typing.get_origin(t) is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    return value is None or _matches(value, args[0])   # Optional[X]
+
+
+def _type_name(t) -> str:
+    """``Optional[int]`` -> "an integer or null", for the messages above."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if t in names:
+        return names[t]
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    if typing.get_origin(t) is list:
+        return f"a list ([...]) of {_type_name(args[0]).split(' ', 1)[1]}s"
+    return f"{_type_name(args[0])} or null"
+
+
+def _yaml(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else \
+        "[" + ",".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
+
+
+def _omegaconf_type(hint):
+    """The annotation as a type OmegaConf validates (int, float, bool, str, Optional and lists of them);
+    Any where it has none (a callable, a dict, a union of several types)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in (int, float, bool, str):
+        return hint
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _omegaconf_type(rest[0]) if len(rest) == 1 else Any
+        return Optional[inner] if inner is not Any else Any
+    if origin in (list, collections.abc.Sequence) and args or origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        inner = _omegaconf_type(args[0])
+        return List[inner] if inner is not Any else Any
+    return Any
 
 
 def _check_search(s: DictConfig) -> None:
