@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from evo.config import register_configs
 from evo.run import CONF_DIR
+from runs import run_ablation_sweep, run_search
 
 
 def compose_cfg(overrides=(), tmp_path=None):
@@ -38,3 +39,26 @@ def tiny_lm_dir(tmp_path_factory):
     it before changing its files."""
     from tiny_lm import build_tiny_lm
     return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+# Real tiny searches that several test files read, each run once per test session instead of once per file
+# (the same command gives the same archive: the tiny LM, the sampling and the training are all seeded).
+# Read-only: a test that resumes, changes or kills a run works on a copy (shutil.copytree) of its folder.
+
+@pytest.fixture(scope="session")
+def tiny_search(tiny_lm_dir, tmp_path_factory):
+    """runs.TINY with the paper's alpha (0.5): the end-to-end test and the reference of the resume test."""
+    return run_search(tmp_path_factory.mktemp("tiny_search"), tiny_lm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_search_alpha1(tiny_lm_dir, tmp_path_factory):
+    """runs.TINY keeping every child that trains (alpha=1): the dataset export and the lineage page."""
+    return run_search(tmp_path_factory.mktemp("tiny_search_alpha1"), tiny_lm_dir, "search.alpha=1.0")
+
+
+@pytest.fixture(scope="session")
+def ablation_sweep(tiny_lm_dir, tmp_path_factory):
+    """One real --multirun of the four ablation presets with runs.TUNABLE: test_ablations compares the four runs;
+    its ablation=none run is the plain TUNABLE search (none is the default), the tuning tests' reference."""
+    return run_ablation_sweep(tmp_path_factory.mktemp("ablation_sweep"), tiny_lm_dir)

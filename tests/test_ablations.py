@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -15,9 +14,7 @@ from hydra.utils import instantiate
 from evo.archive import Child
 from evo.config import ConfigError, effective_search, validate
 from evo.search.selection import PaperTopK, RandomParents
-from runs import REPO, TUNABLE, rows, search_cmd
-
-ABLATIONS = ("none", "no_prompt_tuning", "random_parents", "naive_fewshot")
+from runs import ABLATIONS, rows
 
 
 def test_naive_fewshot_keeps_the_sample_budget(cfg_factory):
@@ -56,18 +53,11 @@ def test_impossible_combinations_fail_before_compute(cfg_factory):
         cfg_factory("ablation=naive_fewshot", "ablation.random_parents=true")
 
 
-def test_multirun_of_the_four_ablations(tiny_lm_dir, tmp_path):
-    """`python -m evo.run --multirun ablation=none,no_prompt_tuning,random_parents,naive_fewshot`."""
-    sweep = tmp_path / "sweep"
-    r = subprocess.run(search_cmd(sweep, tiny_lm_dir, tmp_path / "cache", "ablation=" + ",".join(ABLATIONS),
-                                  settings=TUNABLE, multirun=True),
-                       cwd=REPO, capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stderr[-3000:]
-    runs = {}
-    for job in sweep.iterdir():
-        if (job / "archive.sqlite").exists():
-            overrides = (job / ".hydra" / "overrides.yaml").read_text()
-            runs[next(a for a in ABLATIONS if f"ablation={a}\n" in overrides + "\n")] = job
+@pytest.mark.slow
+def test_multirun_of_the_four_ablations(ablation_sweep):
+    """`python -m evo.run --multirun ablation=none,no_prompt_tuning,random_parents,naive_fewshot` (runs.TUNABLE),
+    run once per session (conftest.py)."""
+    runs = ablation_sweep.runs
     assert set(runs) == set(ABLATIONS)
 
     def rounds(name):
@@ -95,7 +85,7 @@ def test_multirun_of_the_four_ablations(tiny_lm_dir, tmp_path):
     assert [r["round"] for r in rounds("naive_fewshot")] == [0]
     seeds = {c["id"] for c in rows(runs["naive_fewshot"], "SELECT id FROM children WHERE round = -1")}
     prompts = rows(runs["naive_fewshot"], "SELECT * FROM prompts")
-    assert len(prompts) == 2 and all(set(json.loads(p["parents"])) <= seeds for p in prompts)
+    assert len(prompts) == 2 and all(len(set(json.loads(p["parents"])) & seeds) == 2 for p in prompts)   # 2 seeds each
     first_batches = rows(runs["naive_fewshot"], "SELECT prompt_id, COUNT(*) AS n FROM children "
                                                 "WHERE round = 0 AND attempt = 0 GROUP BY prompt_id")
     assert [b["n"] for b in first_batches] == [4 * 2, 4 * 2]

@@ -19,16 +19,14 @@ from evo.archive import Archive
 from evo.archive.runs import read_dataset, read_trained, trained_programs
 from runs import REPO, rows, search_cmd
 
+pytestmark = pytest.mark.slow   # a shared tiny search, two more with COLE (the fast tier: -m 'not slow')
+
 
 @pytest.fixture(scope="module")
-def run_a(tiny_lm_dir, tmp_path_factory):
-    """A real tiny search that keeps every child that trains (alpha=1)."""
-    base = tmp_path_factory.mktemp("dataset")
-    run_dir = base / "run_a"
-    r = subprocess.run(search_cmd(run_dir, tiny_lm_dir, base / "cache", "search.alpha=1.0"), cwd=REPO,
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return run_dir
+def run_a(tiny_search_alpha1):
+    """A real tiny search that keeps every child that trains (alpha=1); run once per session and shared with
+    test_lineage (conftest.py), so only read here."""
+    return tiny_search_alpha1.run_dir
 
 
 def _cli(*args):

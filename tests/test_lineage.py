@@ -21,21 +21,18 @@ from evo.analysis import lineage
 
 from evo import outcome
 from evo.analysis.lineage import browser
-from runs import REPO, rows, search_cmd
+from runs import REPO, rows
 
 SCREENSHOT = REPO / "benchmarks" / "results" / "lineage.png"
 needs_browser = pytest.mark.skipif(browser.missing() is not None, reason=f"no browser: {browser.missing()}")
+pytestmark = pytest.mark.slow   # a shared tiny search and a browser session (the fast tier: -m 'not slow')
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_lm_dir, tmp_path_factory):
-    """A real tiny search (2 rounds x 2 prompts x 3 samples) keeping every child that trains (alpha=1)."""
-    base = tmp_path_factory.mktemp("lineage")
-    run_dir = base / "run"
-    r = subprocess.run(search_cmd(run_dir, tiny_lm_dir, base / "cache", "search.alpha=1.0"), cwd=REPO,
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return run_dir
+def run_dir(tiny_search_alpha1):
+    """A real tiny search (2 rounds x 2 prompts x 3 samples) keeping every child that trains (alpha=1); run once
+    per session and shared with test_dataset (conftest.py), so only read here (copied where a test writes)."""
+    return tiny_search_alpha1.run_dir
 
 
 def archive_edges(run_dir) -> set[tuple[int, int]]:

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 
+import pytest
+
 from runs import REPO, rows, search_cmd
 
 
-def test_search_end_to_end(tiny_lm_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    r = subprocess.run(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache"), cwd=REPO, capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_search_end_to_end(tiny_search, tiny_lm_dir, tmp_path):
+    run_dir = tiny_search.run_dir   # `python -m evo.run` with runs.TINY, run once per session (conftest.py)
     children = rows(run_dir, "SELECT * FROM children ORDER BY id")
     seeds = [c for c in children if c["round"] == -1]
     assert sorted(c["seed_name"] for c in seeds) == ["cnn", "gru", "mlp", "residual_cnn"]
@@ -32,30 +32,38 @@ def test_search_end_to_end(tiny_lm_dir, tmp_path):
     rounds = rows(run_dir, "SELECT * FROM rounds ORDER BY round")
     assert [r["round"] for r in rounds] == [0, 1] and all(r["finished_at"] for r in rounds)
     assert rounds[0]["selection"] == "seeds"
-    # No program is evaluated twice: one 'evaluated' event per non-duplicate row.
-    evaluated = rows(run_dir, "SELECT child_id, COUNT(*) AS n FROM events WHERE kind = 'evaluated' GROUP BY child_id")
-    assert all(e["n"] == 1 for e in evaluated)
+    # No program is evaluated twice: one 'evaluated' event per non-duplicate row, none for a duplicate.
+    assert _evaluations(run_dir) == {c["id"]: 1 for c in children if c["status"] != "duplicate"}
     for name in ("summary.md", "summary.json", "pareto.png"):
         assert (run_dir / name).stat().st_size > 0
-    assert "New, distinct, working children" in r.stdout and str(run_dir) in r.stdout
+    assert "New, distinct, working children" in tiny_search.stdout and str(run_dir) in tiny_search.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [s["round"] for s in summary["rounds"]] == [0, 1]
     assert sum(s["samples"] for s in summary["rounds"]) == len(generated)
     assert sum(s["new_working"] for s in summary["rounds"]) == sum(c["status"] in ("ok", "filtered") for c in generated)
-    report = subprocess.run([sys.executable, "-m", "evo.report", str(run_dir)], cwd=REPO, capture_output=True,
+
+    copy = tmp_path / "run"   # the report and the commands below write to the run folder, which is shared
+    shutil.copytree(run_dir, copy)
+    report = subprocess.run([sys.executable, "-m", "evo.report", str(copy)], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert report.returncode == 0 and "## Rounds" in report.stdout
 
     # Running the same command on a finished run changes nothing and loads no LM.
-    again = subprocess.run(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache"), cwd=REPO, capture_output=True,
+    again = subprocess.run(search_cmd(copy, tiny_lm_dir, tiny_search.cache), cwd=REPO, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0 and "(resuming)" in again.stdout
-    assert rows(run_dir, "SELECT COUNT(*) AS n FROM children")[0]["n"] == len(children)
+    assert rows(copy, "SELECT COUNT(*) AS n FROM children")[0]["n"] == len(children)
 
     # A resumed run must not silently change the search.
-    changed = subprocess.run(search_cmd(run_dir, tiny_lm_dir, tmp_path / "cache", "search.alpha=0.3"), cwd=REPO,
+    changed = subprocess.run(search_cmd(copy, tiny_lm_dir, tiny_search.cache, "search.alpha=0.3"), cwd=REPO,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 2 and "different settings for: search" in changed.stderr
+
+
+def _evaluations(run_dir) -> dict[int, int]:
+    """How many 'evaluated' events each child has."""
+    return {e["child_id"]: e["n"] for e in
+            rows(run_dir, "SELECT child_id, COUNT(*) AS n FROM events WHERE kind = 'evaluated' GROUP BY child_id")}
 
 
 def _signature(run_dir):
@@ -63,11 +71,10 @@ def _signature(run_dir):
             for c in rows(run_dir, "SELECT * FROM children ORDER BY id")]
 
 
-def test_resume_after_sigkill_is_as_if_never_stopped(tiny_lm_dir, tmp_path):
-    cache = tmp_path / "cache"
-    reference = tmp_path / "reference"
-    r = subprocess.run(search_cmd(reference, tiny_lm_dir, cache), cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+@pytest.mark.slow
+def test_resume_after_sigkill_is_as_if_never_stopped(tiny_search, tiny_lm_dir, tmp_path):
+    cache = tiny_search.cache
+    reference = tiny_search.run_dir   # the same command run uninterrupted (once per session, conftest.py)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(search_cmd(killed, tiny_lm_dir, cache), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -97,11 +104,12 @@ def test_resume_after_sigkill_is_as_if_never_stopped(tiny_lm_dir, tmp_path):
     # Every child scored before the kill kept its result and was not evaluated again.
     after = {c["id"]: c["status"] for c in rows(killed, "SELECT id, status FROM children")}
     assert all(after[b["id"]] == b["status"] for b in before)
-    evaluated = rows(killed, "SELECT child_id, COUNT(*) AS n FROM events WHERE kind = 'evaluated' GROUP BY child_id")
-    assert all(e["n"] == 1 for e in evaluated)
+    kept = rows(killed, "SELECT id FROM children WHERE status != 'duplicate'")
+    assert _evaluations(killed) == {c["id"]: 1 for c in kept}
     assert _signature(killed) == _signature(reference)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_running_children_and_records_none_of_them(tiny_lm_dir, tmp_path):
     """An interrupted search (Ctrl-C here; a SLURM preemption raises SystemExit the same way) kills the
     child it is training at once, and does not record that child as a failure: it stays pending, so a

@@ -17,17 +17,14 @@ from conftest import compose_cfg
 from runs import REPO, TUNABLE, rows, search_cmd
 
 pytest.importorskip("peft")
+pytestmark = pytest.mark.slow   # the ablation sweep's tuned search, a killed run and its resume
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_lm_dir, tmp_path_factory):
-    """One uninterrupted tiny search with tuning between its two rounds."""
-    base = tmp_path_factory.mktemp("tuned")
-    run_dir, cache = base / "run", base / "cache"
-    r = subprocess.run(search_cmd(run_dir, tiny_lm_dir, cache, settings=TUNABLE), cwd=REPO, capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return run_dir, cache
+def reference(ablation_sweep):
+    """One uninterrupted tiny search (runs.TUNABLE) with tuning between its two rounds: the ablation=none run of
+    the session's ablation sweep (conftest.py; none is the default), so only read here."""
+    return ablation_sweep.runs["none"], ablation_sweep.cache
 
 
 def test_train_uses_this_rounds_children_minus_the_new_parents(reference):
@@ -113,4 +110,5 @@ def test_resume_after_a_kill_restores_the_saved_prompt(reference, tiny_lm_dir, t
                 "FROM children ORDER BY id"
     assert rows(killed, signature) == rows(ref_dir, signature)
     evaluated = rows(killed, "SELECT child_id, COUNT(*) AS n FROM events WHERE kind = 'evaluated' GROUP BY child_id")
-    assert all(e["n"] == 1 for e in evaluated)
+    kept = rows(killed, "SELECT id FROM children WHERE status != 'duplicate'")   # each evaluated once, none twice
+    assert {e["child_id"]: e["n"] for e in evaluated} == {c["id"]: 1 for c in kept}
