@@ -87,7 +87,9 @@ def test_there_are_the_papers_nine_seeds_in_v1_style():
         assert check_static(code, ["haiku", "jax", "numpy", "math", "functools"], "get_triplet_msgs") is None
 
 
-@pytest.mark.parametrize("seed_file", SEEDS, ids=lambda p: p.stem)
+# v1 (dm-clrs's own processor) trains in the fast tier; the other eight (an XLA compile each) are slow.
+@pytest.mark.parametrize("seed_file", [pytest.param(p, id=p.stem, marks=() if p.stem == "v1" else pytest.mark.slow)
+                                       for p in SEEDS])
 def test_seed_passes_checks_and_trains(seed_file, pools):
     from evo.tasks.clrs.checks import check_triplet_fn
     from evo.tasks.clrs.harness import load_program
@@ -105,7 +107,7 @@ def test_seed_passes_checks_and_trains(seed_file, pools):
     assert "test_accuracy" not in result
 
 
-@pytest.mark.parametrize("hidden_dim", [HIDDEN, 128])
+@pytest.mark.parametrize("hidden_dim", [HIDDEN, pytest.param(128, marks=pytest.mark.slow)])   # 128: the paper's size
 def test_v1_is_dm_clrs_triplet_gmpnn_in_size(pools, hidden_dim):
     """Same parameter count and the same multiset of parameter shapes as dm-clrs's own processor."""
     import jax
@@ -207,6 +209,7 @@ def test_sandbox_gives_broken_children_a_status(tiny_task, name):
     assert res.num_params is None and res.fitness is None and res.isolation
 
 
+@pytest.mark.slow
 def test_evaluate_command_on_seed_v1(tiny_task):
     """`python -m evo.evaluate task=clrs ... child_file=seeds/clrs/v1.py`: the JSON verdict line."""
     cfg = tiny_task[0]

@@ -8,6 +8,7 @@ import sys
 from itertools import product
 from pathlib import Path
 
+import pytest
 from runs import TINY, rows
 
 from evo.config import effective_search, register_configs, validate
@@ -51,6 +52,7 @@ def test_every_run_of_the_cpu_sweep_composes_validates_and_has_the_same_budget()
         GlobalHydra.instance().clear()
 
 
+@pytest.mark.slow
 def test_rerunning_the_sweep_command_resumes_it_and_repeats_no_child(tiny_lm_dir, tmp_path):
     """The preset itself (tiny LM, tiny search, 2 of its runs) run twice: the second command finds
     every job finished and adds no child, no evaluation and no round."""

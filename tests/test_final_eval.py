@@ -60,6 +60,7 @@ def test_bad_options_fail_before_compute(tmp_path, override, key, hint):
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()   # nothing generated or trained
 
 
+@pytest.mark.slow
 def test_final_eval_end_to_end_and_resume(tmp_path):
     # The child: v1 with the sum instead of the max over triplets (same size, another program).
     v1 = (REPO / "seeds" / "clrs" / "v1.py").read_text()

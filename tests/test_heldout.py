@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from test_compare import SWEEP_CFG, make_run
 
@@ -34,6 +35,7 @@ def make_program_run(folder: Path, programs: list[tuple[str, float]], cfg: dict,
     return folder
 
 
+@pytest.mark.slow
 def test_heldout_retrains_the_best_programs_per_variant_and_resumes(tmp_path, capsys):
     runs = tmp_path / "sweep"
     cfg = {**SWEEP_CFG, "task": {**TASK, "eval_every": 10}, "cache_dir": str(tmp_path / "cache"),

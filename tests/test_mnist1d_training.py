@@ -114,6 +114,7 @@ def test_training_is_deterministic(data_path):
     assert strip[0]["final_train_loss"] != strip[2]["final_train_loss"]
 
 
+@pytest.mark.slow
 def test_seed_cnn_reaches_paper_accuracy(data_path):
     """The paper protocol (8000 AdamW steps, lr 0.01, batch 128): >= 88% best validation accuracy."""
     result = evaluate_source((SEED_DIR / "cnn.py").read_text(), data_path)

@@ -138,6 +138,7 @@ def lm(server, **kwargs) -> OpenAICompatibleLM:
                                  "timeout_s": 60, **kwargs})
 
 
+@pytest.mark.slow
 def test_one_completion_per_temperature_from_a_real_server(server, caplog):
     temps = [0.2, 0.8, 1.0]
     with caplog.at_level(logging.WARNING, logger="evo.lm.openai"):
@@ -155,6 +156,7 @@ def test_one_completion_per_temperature_from_a_real_server(server, caplog):
     assert all(len(c.text) > 5 for c in ruled)  # the text is not cut here: the caller cuts it
 
 
+@pytest.mark.slow
 def test_stream_hangs_up_once_the_rule_fires(server):
     full = lm(server, stream=True).sample(PROMPT, [1.0], seed=0)[0]
     assert full.stop_reason in ("eos", "max_tokens") and full.tokens_out > 0 and full.text
@@ -163,6 +165,7 @@ def test_stream_hangs_up_once_the_rule_fires(server):
     assert cut.tokens_out < full.tokens_out  # streamed chunks up to the hang-up, not the whole sample
 
 
+@pytest.mark.slow
 def test_chat_endpoint_and_server_stop_strings(server):
     out = lm(server, endpoint="chat").sample(PROMPT, [1.0, 0.7], seed=0)
     assert all(c.text and c.stop_reason in STOP_REASONS for c in out)
@@ -170,6 +173,7 @@ def test_chat_endpoint_and_server_stop_strings(server):
     assert cut.stop_reason == "eos" and cut.text.endswith("\n") and cut.tokens_out < 24  # ends at (keeps) the stop string
 
 
+@pytest.mark.slow
 def test_seed_reproduces_on_a_sampling_server(server):
     # `transformers serve` samples only if asked (the tiny model's generation_config is greedy), and
     # seeds with a process-wide torch.manual_seed: reproducible one request at a time.
@@ -179,6 +183,7 @@ def test_seed_reproduces_on_a_sampling_server(server):
     assert [c.text for c in a] == [c.text for c in b]
 
 
+@pytest.mark.slow
 def test_server_errors_are_answered_by_retries(server, monkeypatch):
     monkeypatch.setenv("EVO_TEST_KEY", "sekrit")
     faults = [(503, {}), (429, {"Retry-After": "1"}), (502, {})]
@@ -196,6 +201,7 @@ def test_server_errors_are_answered_by_retries(server, monkeypatch):
                for path, _, h in proxy.seen)
 
 
+@pytest.mark.slow
 def test_client_errors_fail_at_once_quoting_the_server(server, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with FaultyProxy(server["root"]) as proxy:

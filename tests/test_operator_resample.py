@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from runs import REPO, rows, search_cmd
 
 
+@pytest.mark.slow
 def test_copies_are_resampled_until_the_budget_and_no_further(tiny_lm_dir, tmp_path):
     run_dir = tmp_path / "run"
     settings = ("lm.max_new_tokens=120", "search.rounds=1", "search.prompts_per_round=1",

@@ -280,6 +280,7 @@ print(json.dumps({"status": res.status, "reason": res.reason, "payload": res.pay
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", MODES)
 def test_child_cannot_read_a_secret_of_the_search_process(isolation, tmp_path):
     import json

@@ -17,7 +17,7 @@ import pytest
 
 from runs import REPO, rows, search_cmd
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]   # starts a SLURM cluster and runs searches as jobs
 
 # Smaller than runs.TINY: one seed program and one round keep each job near a minute on 2 cores.
 SMALL = ("lm.max_new_tokens=60", "search.prompts_per_round=1", "crossmut.samples_per_prompt=3",
