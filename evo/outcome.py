@@ -6,20 +6,49 @@ cascade the child was dropped; the reason string says why, for a person to read.
 
 from __future__ import annotations
 
-PENDING = "pending"            # generated, not yet evaluated
-DUPLICATE = "duplicate"        # same normalised AST as an earlier program: evaluated once only
-SYNTAX_ERROR = "syntax_error"  # ast.parse or compile() rejected it
-FORBIDDEN = "forbidden"        # imports or names outside the allowlist
-BUILD_ERROR = "build_error"    # module definition or Model.init raised
-SHAPE_ERROR = "shape_error"    # output has the wrong shape or is not finite (the task contract)
-BATCH_DEPENDENCE = "batch_dependence"  # an output row depends on another row of the batch
-TIMEOUT = "timeout"            # wall-clock or CPU-time limit of the sandbox
-MEMORY = "memory"              # memory limit of the sandbox
-CRASHED = "crashed"            # died or raised during training for another reason
-NAN = "nan"                    # loss or logits became NaN/inf during training
-FILTERED = "filtered"          # trained, but validation error >= alpha
-OK = "ok"                      # trained, error < alpha: scored and enters the history G
-SKIPPED = "skipped_by_surrogate"  # not trained: the surrogate (surrogate=cole) predicted it among the worst
+from enum import Enum
+
+class Status(str, Enum):
+    """A child's status: a ``str``, so it is stored in SQLite, written to JSON and compared as its value
+    (``Status.OK == "ok"``); an archive made before this enum existed holds the same strings."""
+
+    PENDING = "pending"            # generated, not yet evaluated
+    DUPLICATE = "duplicate"        # same normalised AST as an earlier program: evaluated once only
+    SYNTAX_ERROR = "syntax_error"  # ast.parse or compile() rejected it
+    FORBIDDEN = "forbidden"        # imports or names outside the allowlist
+    BUILD_ERROR = "build_error"    # module definition or Model.init raised
+    SHAPE_ERROR = "shape_error"    # output has the wrong shape or is not finite (the task contract)
+    BATCH_DEPENDENCE = "batch_dependence"  # an output row depends on another row of the batch
+    TIMEOUT = "timeout"            # wall-clock or CPU-time limit of the sandbox
+    MEMORY = "memory"              # memory limit of the sandbox
+    CRASHED = "crashed"            # died or raised during training for another reason
+    NAN = "nan"                    # loss or logits became NaN/inf during training
+    FILTERED = "filtered"          # trained, but validation error >= alpha
+    OK = "ok"                      # trained, error < alpha: scored and enters the history G
+    SKIPPED = "skipped_by_surrogate"  # not trained: the surrogate (surrogate=cole) predicted it among the worst
+
+    def __str__(self) -> str:   # "ok", not "Status.OK" (as enum.StrEnum, which Python 3.10 lacks)
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+# The members by name, as ``outcome.OK``: how the code and the task harnesses write them.
+PENDING = Status.PENDING
+DUPLICATE = Status.DUPLICATE
+SYNTAX_ERROR = Status.SYNTAX_ERROR
+FORBIDDEN = Status.FORBIDDEN
+BUILD_ERROR = Status.BUILD_ERROR
+SHAPE_ERROR = Status.SHAPE_ERROR
+BATCH_DEPENDENCE = Status.BATCH_DEPENDENCE
+TIMEOUT = Status.TIMEOUT
+MEMORY = Status.MEMORY
+CRASHED = Status.CRASHED
+NAN = Status.NAN
+FILTERED = Status.FILTERED
+OK = Status.OK
+SKIPPED = Status.SKIPPED
 
 # Trained to the end (ok, or filtered only by the alpha threshold): the child "works".
 WORKING = (OK, FILTERED)
@@ -30,7 +59,7 @@ FAILED = (SYNTAX_ERROR, FORBIDDEN, BUILD_ERROR, SHAPE_ERROR, BATCH_DEPENDENCE,
 class ChildFailure(Exception):
     """Raised inside the sandbox by a task harness when a child fails a check.
 
-    ``status`` is one of the constants above; ``reason`` is a one-line explanation.
+    ``status`` is a :class:`Status`; ``reason`` is a one-line explanation.
     """
 
     def __init__(self, status: str, reason: str):

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evo import outcome
 from evo.analysis import lineage
-from evo.analysis.metrics import best_programs, round_stats, run_hypervolume
+from evo.analysis.metrics import round_stats, run_hypervolume
 from evo.archive import Archive
 from evo.errors import ConfigError
 
@@ -258,7 +258,7 @@ class WandbLogger:
     def _log_media(self, archive: Archive, run_dir: Path) -> None:
         wandb, data = self._wandb, {}
         if self.log_children_table:
-            rows = archive.query(f"SELECT {', '.join(CHILD_COLUMNS)} FROM children ORDER BY id")
+            rows = archive.rows(CHILD_COLUMNS)
             if len(rows) > wandb.Table.MAX_ROWS:
                 log.warning("W&B: the children table has %d rows; W&B shows the first %d (the archive artifact has "
                             "all)", len(rows), wandb.Table.MAX_ROWS)
@@ -276,11 +276,11 @@ class WandbLogger:
 
     def _log_summary(self, archive: Archive, summary: dict) -> None:
         costs = summary.get("costs") or archive.cost_ledger()
-        best = summary.get("best") or best_programs(archive, 1)
+        best = summary.get("best") or archive.best(1)
         values = {"final/best_fitness": summary.get("best_fitness"),
                   "final/best_child": best[0]["id"] if best else None,
-                  "final/rounds": sum(1 for s in archive.query("SELECT finished_at FROM rounds") if s["finished_at"]),
-                  "final/samples": archive.query("SELECT COUNT(*) AS n FROM children WHERE round >= 0")[0]["n"],
+                  "final/rounds": archive.rounds_finished(),
+                  "final/samples": archive.count(min_round=0),
                   "final/scored": len(archive.history()),
                   "final/hypervolume_val": run_hypervolume(archive, error="val"),
                   "final/hypervolume_test": run_hypervolume(archive, error="test")}
@@ -290,7 +290,7 @@ class WandbLogger:
     def _log_programs(self, archive: Archive) -> None:
         if self.best_programs < 1:
             return
-        best = best_programs(archive, self.best_programs)
+        best = archive.best(self.best_programs)
         if not best:
             return
         art = self._wandb.Artifact(f"programs-{self._run.id}", type="programs",
@@ -327,8 +327,8 @@ class WandbLogger:
 
     def _log_archive(self, archive: Archive, run_dir: Path) -> None:
         src = Path(archive.path)
-        meta = {"children": archive.query("SELECT COUNT(*) AS n FROM children")[0]["n"],
-                "rounds_finished": sum(1 for s in archive.query("SELECT finished_at FROM rounds") if s["finished_at"]),
+        meta = {"children": archive.count(),
+                "rounds_finished": archive.rounds_finished(),
                 "schema_version": archive.get_meta("schema_version"), "run_dir": str(run_dir)}
         art = self._wandb.Artifact(f"archive-{self._run.id}", type="archive",
                                    description="the run's archive.sqlite (python -m evo.report, evo.compare)",
@@ -372,7 +372,7 @@ class WandbLogger:
 def _round_metrics(archive: Archive, r: int, stats: dict[int, dict]) -> dict[str, Any]:
     """What round r produced (round -1: the seeds, scored but not in the history G)."""
     if r == -1:
-        rows = archive.query("SELECT status, fitness FROM children WHERE round = -1")
+        rows = archive.rows(("status", "fitness"), round=-1)
         fits = [x["fitness"] for x in rows if x["status"] == outcome.OK and x["fitness"] is not None]
         working = sum(1 for x in rows if x["status"] in outcome.WORKING)
         m = {"round/samples": len(rows), "round/working": working,

@@ -163,8 +163,7 @@ def load_run(folder: Path) -> Run:
     overrides = _meta_json(archive, "overrides")
     if overrides is None:
         overrides = _hydra_yaml(folder, "overrides.yaml")
-    rows = archive.query("SELECT id, round, seed_name, status, num_params, val_accuracy, test_accuracy, fitness "
-                         "FROM children ORDER BY id")
+    rows = archive.rows(("id", "round", "seed_name", "status", "num_params", "val_accuracy", "test_accuracy", "fitness"))
     return Run(folder=folder, config=config, overrides=None if overrides is None else [str(o) for o in overrides],
                archive=archive, children=[r for r in rows if r["round"] >= 0],
                seeds=[r for r in rows if r["round"] < 0])

@@ -44,10 +44,9 @@ def _run_rows(archive_path: Path, run: str) -> tuple[dict, list[dict]]:
     archive = open_run(archive_path)
     try:
         fp = stored_settings(archive, archive_path)
-        marks = ",".join("?" * len(EVALUATED))
-        rows = archive.query(
-            f"SELECT id AS child_id, round, code, code_hash, status, reason, num_params, val_accuracy, test_accuracy, "
-            f"fitness, lm_name, temperature FROM children WHERE status IN ({marks}) ORDER BY id", EVALUATED)
+        rows = [{"child_id": r.pop("id"), **r} for r in archive.rows(
+            ("id", "round", "code", "code_hash", "status", "reason", "num_params", "val_accuracy", "test_accuracy",
+             "fitness", "lm_name", "temperature"), status=EVALUATED)]
     finally:
         archive.close()
     for r in rows:

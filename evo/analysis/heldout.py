@@ -74,9 +74,8 @@ def best_programs(runs, top: int) -> list[dict]:
     one per distinct program (normalised code hash), with their code and where they came from."""
     pool = []
     for run in runs:
-        for c in run.archive.query("SELECT id, round, code, code_hash, num_params, val_accuracy, test_accuracy, "
-                                   "fitness FROM children WHERE round >= 0 AND status = ? AND fitness IS NOT NULL",
-                                   (outcome.OK,)):
+        for c in run.archive.rows(("id", "round", "code", "code_hash", "num_params", "val_accuracy", "test_accuracy",
+                                   "fitness"), min_round=0, status=outcome.OK, not_null=("fitness",)):
             pool.append({**c, "run": str(run.folder), "run_seed": run.seed})
     pool.sort(key=lambda c: (-c["fitness"], c["run"], c["id"]))
     out, seen = [], set()

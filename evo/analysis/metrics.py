@@ -1,4 +1,4 @@
-"""A run's numbers, from its archive alone: per-round statistics, the best programs, Pareto fronts and
+"""A run's numbers, from its archive alone: per-round statistics, Pareto fronts and
 hypervolumes. Shared by the report, lineage.html, evo.compare and the W&B logger (none of them imports another
 for these)."""
 
@@ -14,9 +14,9 @@ from evo.archive import Archive
 
 
 def round_stats(archive: Archive) -> list[dict]:
-    rows = archive.query("SELECT round, status, fitness, duplicate_of, tokens_out, lm_seconds, "
-                         "eval_seconds FROM children WHERE round >= 0 ORDER BY id")
-    parents_of = {r["round"]: set(json.loads(r["parents"])) for r in archive.query("SELECT * FROM rounds")}
+    rows = archive.rows(("round", "status", "fitness", "duplicate_of", "tokens_out", "lm_seconds", "eval_seconds"),
+                        min_round=0)
+    parents_of = {r["round"]: set(json.loads(r["parents"])) for r in archive.rounds()}
     best_so_far: Optional[float] = None
     stats = []
     for t in sorted({r["round"] for r in rows}):
@@ -49,12 +49,6 @@ def round_stats(archive: Archive) -> list[dict]:
     return stats
 
 
-def best_programs(archive: Archive, limit: int) -> list[dict]:
-    return archive.query(
-        "SELECT id, round, seed_name, num_params, val_accuracy, test_accuracy, fitness FROM children "
-        "WHERE status = ? ORDER BY fitness DESC, id LIMIT ?", (outcome.OK, limit))
-
-
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Non-dominated points for minimising both coordinates, sorted by the first."""
     front, best = [], float("inf")
@@ -79,8 +73,7 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
 def hypervolume_ref(archive: Archive) -> tuple[float, float]:
     """The reference point of a task's hypervolume: twice the largest seed's size, error 1. Every
     run of a task has the same seeds, so hypervolumes of its runs (and variants) are comparable."""
-    rows = archive.query("SELECT MAX(num_params) AS n FROM children WHERE round = -1 AND num_params IS NOT NULL")
-    return (2.0 * (rows[0]["n"] or 1), 1.0)
+    return (2.0 * (archive.largest_seed_size() or 1), 1.0)
 
 
 def run_hypervolume(archive: Archive, upto_round: Optional[int] = None, error: str = "val",
@@ -88,9 +81,8 @@ def run_hypervolume(archive: Archive, upto_round: Optional[int] = None, error: s
     """Hypervolume of the scored children (G, seeds excluded) of rounds 0..upto_round in
     (num_params, ``error`` error) space: ``val`` is what the search sees, ``test`` what the paper plots."""
     column = {"val": "val_accuracy", "test": "test_accuracy"}[error]
-    rows = archive.query(f"SELECT num_params, {column} AS acc FROM children WHERE round >= 0 AND round <= ? "
-                         "AND status = ?", (10**9 if upto_round is None else upto_round, outcome.OK))
-    return hypervolume([(r["num_params"], 1.0 - r["acc"]) for r in rows], ref or hypervolume_ref(archive))
+    rows = archive.rows(("num_params", column), min_round=0, max_round=upto_round, status=outcome.OK)
+    return hypervolume([(r["num_params"], 1.0 - r[column]) for r in rows], ref or hypervolume_ref(archive))
 
 
 def top_children(runs: Sequence, k: int) -> list[dict]:

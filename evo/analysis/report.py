@@ -14,7 +14,7 @@ from pathlib import Path
 
 from evo import outcome
 from evo.analysis.lineage import write_lineage_safely
-from evo.analysis.metrics import best_programs, pareto_front, round_stats
+from evo.analysis.metrics import pareto_front, round_stats
 from evo.archive import Archive
 
 
@@ -108,8 +108,8 @@ def pareto_plot(archive: Archive, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = archive.query("SELECT round, seed_name, num_params, test_accuracy FROM children "
-                         "WHERE status IN (?, ?) AND num_params IS NOT NULL", outcome.WORKING)
+    rows = archive.rows(("round", "seed_name", "num_params", "test_accuracy"), status=outcome.WORKING,
+                        not_null=("num_params",))
     fig, ax = plt.subplots(figsize=(7, 5))
     children = [r for r in rows if r["round"] >= 0]
     if children:
@@ -139,8 +139,8 @@ def pareto_plot(archive: Archive, path: Path) -> None:
 
 def write_report(archive: Archive, run_dir: Path, survivors: int = 10) -> dict:
     stats = round_stats(archive)
-    best = best_programs(archive, survivors)
-    seeds = archive.query("SELECT seed_name, status, num_params, val_accuracy FROM children WHERE round = -1")
+    best = archive.best(survivors)
+    seeds = archive.rows(("seed_name", "status", "num_params", "val_accuracy"), round=-1)
     tuning = archive.tuning()
     ledger = archive.cost_ledger()
     text = summary_text(stats, best, seeds) + tuning_text(tuning) + ledger_text(ledger)

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from evo import outcome
 
@@ -142,6 +142,9 @@ RESULT_COLUMNS = ("status", "reason", "num_params", "val_accuracy", "test_accura
                   "eval_seconds", "train_seconds", "compile_seconds", "device", "isolation", "log_tail")
 
 
+_ANY = object()   # a filter left out (``screening=None`` means "not screened yet")
+
+
 @dataclass
 class Child:
     """A row of ``children`` as the search uses it."""
@@ -163,6 +166,7 @@ class Archive:
         """``readonly``: for tools that only read a run (evo.compare): no schema change, no write."""
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._columns: Optional[set[str]] = None   # children's columns, read once (Archive._column)
         if readonly:
             self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
                                        isolation_level=None)
@@ -267,21 +271,77 @@ class Archive:
                      test_accuracy=row["test_accuracy"], fitness=row["fitness"], seed_name=row["seed_name"],
                      parents=tuple(json.loads(row["parents"] or "[]")))
 
-    def children(self, where: str = "1", args: Iterable[Any] = ()) -> list[Child]:
-        return [self._child(r) for r in self._rows(f"SELECT * FROM children WHERE {where} ORDER BY id", args)]
+    # The named queries: what the search, the reports and the tools ask of the children, by keyword, so no
+    # SQL is written outside this module. ``round``: one round (-1: the seeds); ``min_round``/``max_round``: a
+    # range; ``status``: one status or several; ``screening``: the surrogate's decision (None: not screened
+    # yet, or a tuple of decisions); ``prompt_id``/``attempt``: one prompt's batch; ``not_null``: columns
+    # that must hold a value.
+    def _children_where(self, *, round: Optional[int] = None, min_round: Optional[int] = None,
+                        max_round: Optional[int] = None, status=None, screening=_ANY, prompt_id: Optional[int] = None,
+                        attempt: Optional[int] = None, not_null: Sequence[str] = ()) -> tuple[str, list]:
+        clauses, args = [], []
+        for sql, value in (("round = ?", round), ("round >= ?", min_round), ("round <= ?", max_round),
+                           ("prompt_id = ?", prompt_id), ("attempt = ?", attempt)):
+            if value is not None:
+                clauses.append(sql)
+                args.append(value)
+        if status is not None:
+            statuses = (status,) if isinstance(status, str) else tuple(status)
+            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args += statuses
+        if screening is None:
+            clauses.append("surrogate IS NULL")
+        elif screening is not _ANY:
+            clauses.append(f"surrogate IN ({', '.join('?' * len(screening))})")
+            args += list(screening)
+        clauses += [f"{self._column(c)} IS NOT NULL" for c in not_null]
+        return " AND ".join(clauses) or "1", args
+
+    def _column(self, name: str) -> str:
+        """``name`` if it is a column of ``children`` (column names cannot be bound as parameters)."""
+        if self._columns is None:
+            self._columns = {r["name"] for r in self._rows("PRAGMA table_info(children)")}
+        if name not in self._columns:
+            raise KeyError(f"children has no column {name!r}")
+        return name
+
+    def children(self, **where: Any) -> list[Child]:
+        """The children that match ``where`` (the keywords above), as the search uses them, in id order."""
+        sql, args = self._children_where(**where)
+        return [self._child(r) for r in self._rows(f"SELECT * FROM children WHERE {sql} ORDER BY id", args)]
+
+    def rows(self, columns: Sequence[str], **where: Any) -> list[dict]:
+        """Plain rows (``columns`` of ``children``) of the children that match ``where``, in id order."""
+        sql, args = self._children_where(**where)
+        cols = ", ".join(self._column(c) for c in columns)
+        return [dict(r) for r in self._rows(f"SELECT {cols} FROM children WHERE {sql} ORDER BY id", args)]
+
+    def count(self, **where: Any) -> int:
+        """How many children match ``where``."""
+        sql, args = self._children_where(**where)
+        return self._rows(f"SELECT COUNT(*) AS n FROM children WHERE {sql}", args)[0]["n"]
+
+    def best(self, limit: int) -> list[dict]:
+        """The ``limit`` fittest scored children (seeds included), fittest first."""
+        return [dict(r) for r in self._rows(
+            "SELECT id, round, seed_name, num_params, val_accuracy, test_accuracy, fitness FROM children "
+            "WHERE status = ? ORDER BY fitness DESC, id LIMIT ?", (outcome.OK, limit))]
+
+    def largest_seed_size(self) -> Optional[int]:
+        return self._rows("SELECT MAX(num_params) AS n FROM children WHERE round = -1 AND num_params IS NOT NULL")[0]["n"]
 
     def get(self, child_id: int) -> Child:
-        return self.children("id = ?", (child_id,))[0]
+        return self._child(self._rows("SELECT * FROM children WHERE id = ?", (child_id,))[0])
 
     def pending(self, round: int) -> list[Child]:
-        return self.children("round = ? AND status = ?", (round, outcome.PENDING))
+        return self.children(round=round, status=outcome.PENDING)
 
     def seed_ids(self) -> dict[str, int]:
         return {r["seed_name"]: r["id"] for r in self._rows("SELECT id, seed_name FROM children WHERE round = -1")}
 
     def history(self) -> list[Child]:
         """G of Algorithm 1: every scored child of every round (seeds excluded, as in the paper)."""
-        return self.children("round >= 0 AND status = ?", (outcome.OK,))
+        return self.children(min_round=0, status=outcome.OK)
 
     # -- rounds and prompts ----------------------------------------------------------------------
     def round_parents(self, round: int) -> Optional[list[int]]:
@@ -297,6 +357,25 @@ class Archive:
 
     def round_finished(self, round: int) -> bool:
         return bool(self._rows("SELECT 1 FROM rounds WHERE round = ? AND finished_at IS NOT NULL", (round,)))
+
+    def rounds(self) -> list[dict]:
+        """Every started round: its parents (JSON), selection rule, start and finish times."""
+        return [dict(r) for r in self._rows("SELECT * FROM rounds ORDER BY round")]
+
+    def rounds_finished(self) -> int:
+        return self._rows("SELECT COUNT(*) AS n FROM rounds WHERE finished_at IS NOT NULL")[0]["n"]
+
+    def prompts(self) -> list[dict]:
+        """Every prompt sent to the LM: round, index in the round, parents and target (JSON), the text."""
+        return [dict(r) for r in self._rows("SELECT id, round, prompt_index, parents, target, prompt FROM prompts "
+                                            "ORDER BY id")]
+
+    def unrecorded_submissions(self) -> dict[int, dict]:
+        """Pending children that were sent to an evaluator, each with its last submission's detail (a SLURM
+        job id): what a restarted search finds still running from the process before."""
+        rows = self._rows("SELECT e.child_id, e.detail FROM events e JOIN children c ON c.id = e.child_id "
+                          "WHERE e.kind = 'eval_started' AND c.status = ? ORDER BY e.id", (outcome.PENDING,))
+        return {r["child_id"]: json.loads(r["detail"]) for r in rows if r["detail"]}
 
     def retired(self) -> set[int]:
         """Children already used as parents: GETTOP retires them permanently."""

@@ -21,7 +21,6 @@ keeps sampling, so LM time and training time overlap; each result is recorded as
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import random
@@ -126,10 +125,7 @@ class EvoPrompting:
     def _unrecorded_jobs(self) -> dict[int, dict]:
         """Pending children that a previous process sent to an evaluator, with the last submission's
         detail (a SLURM job id): the SLURM evaluator waits for those jobs instead of starting new ones."""
-        rows = self.archive.query(
-            "SELECT e.child_id, e.detail FROM events e JOIN children c ON c.id = e.child_id "
-            "WHERE e.kind = 'eval_started' AND c.status = ? ORDER BY e.id", (outcome.PENDING,))
-        return {r["child_id"]: json.loads(r["detail"]) for r in rows if r["detail"]}
+        return self.archive.unrecorded_submissions()
 
     @staticmethod
     def _wait(futures: list[Future]) -> None:
@@ -173,7 +169,7 @@ class EvoPrompting:
 
     def _train_skipped(self) -> None:
         """surrogate.train_skipped=true: train the children the surrogate skipped in earlier runs."""
-        skipped = self.archive.children("status = ?", (outcome.SKIPPED,))
+        skipped = self.archive.children(status=outcome.SKIPPED)
         if skipped:
             log.info("training %d children the surrogate skipped", len(skipped))
             bar = self._bar("skipped children: evaluating", unit="child")
@@ -185,14 +181,13 @@ class EvoPrompting:
         those it has screened in (the others wait for the screening at the end of sampling)."""
         if not self.surrogate.active:
             return self.archive.pending(t)
-        return self.archive.children("round = ? AND status = ? AND surrogate IN ('train', 'explore', 'all')",
-                                     (t, outcome.PENDING))
+        return self.archive.children(round=t, status=outcome.PENDING, screening=("train", "explore", "all"))
 
     def _screen(self, t: int) -> None:
         """The surrogate's step: after sampling, the static checks, then rank the rest and record the
         decision (and a skip's status) for each, all in one transaction."""
         from evo.search.program import check_static
-        fresh = self.archive.children("round = ? AND status = ? AND surrogate IS NULL", (t, outcome.PENDING))
+        fresh = self.archive.children(round=t, status=outcome.PENDING, screening=None)
         if not fresh:
             return
         ranked = []
@@ -224,7 +219,7 @@ class EvoPrompting:
             return stored, "stored"
         # Every seed that trained is a round-0 parent, even one above the alpha threshold: the seeds are
         # the hand-designed starting population, scored but not filtered (they never enter G).
-        seeds = [c.id for c in self.archive.children("round = -1 AND status IN (?, ?)", outcome.WORKING)]
+        seeds = [c.id for c in self.archive.children(round=-1, status=outcome.WORKING)]
         if t == 0:
             parents, how = seeds, "seeds"
         else:
@@ -302,9 +297,7 @@ class EvoPrompting:
         return futures
 
     def _copies(self, prompt_id: int, attempt: int) -> int:
-        return len(self.archive.query(
-            "SELECT id FROM children WHERE prompt_id = ? AND attempt = ? AND status = ?",
-            (prompt_id, attempt, outcome.DUPLICATE)))
+        return self.archive.count(prompt_id=prompt_id, attempt=attempt, status=outcome.DUPLICATE)
 
     # -- Algorithm 1 line 11: theta_{t+1} <- TRAIN(theta_t, C_ev \ P) ------------------------------------
     @property
@@ -336,7 +329,7 @@ class EvoPrompting:
             return
         self._use_soft_prompt(t)   # theta_t (reloaded after a kill)
         chosen = set(next_parents)
-        data = [c for c in self.archive.children("round = ? AND status = ?", (t, outcome.OK)) if c.id not in chosen]
+        data = [c for c in self.archive.children(round=t, status=outcome.OK) if c.id not in chosen]
         texts = [training_text(self.task.prelude, self._example(c), self.task.entry) for c in data]
         if not texts:   # theta_{t+1} = theta_t
             log.warning("round %d: no scored child outside the new parents, so the soft prompt is not trained "

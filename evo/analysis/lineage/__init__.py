@@ -75,7 +75,7 @@ def parent_ids(raw: Optional[str]) -> list[int]:
 def edges(archive) -> list[tuple[int, int]]:
     """(parent id, child id) pairs of the tree: one per parent a child was prompted with, parents
     that are in the archive only."""
-    rows = archive.query("SELECT id, parents FROM children ORDER BY id")
+    rows = archive.rows(("id", "parents"))
     known = {r["id"] for r in rows}
     return [(p, r["id"]) for r in rows for p in parent_ids(r["parents"]) if p in known]
 
@@ -120,7 +120,7 @@ def tree_layout(nodes: list[dict]) -> dict[int, tuple[float, float]]:
 
 def lineage_data(archive, title: str = "") -> dict:
     """Everything the page shows, as plain JSON."""
-    rows = archive.query(f"SELECT {', '.join(NODE_COLUMNS)} FROM children ORDER BY id")
+    rows = archive.rows(NODE_COLUMNS)
     code = {r["id"]: r["code"] for r in rows}
     nodes = []
     for r in rows:
@@ -134,7 +134,7 @@ def lineage_data(archive, title: str = "") -> dict:
         node["x"], node["y"] = positions[node["id"]]
     prompts = {str(p["id"]): {"round": p["round"], "index": p["prompt_index"], "parents": json.loads(p["parents"]),
                               "target": json.loads(p["target"]), "text": p["prompt"]}
-               for p in archive.query("SELECT id, round, prompt_index, parents, target, prompt FROM prompts")}
+               for p in archive.prompts()}
     task = task_name(archive)
     return {"format": FORMAT, "title": title, "task": task, "labels": LABELS.get(task, LABELS["mnist1d"]),
             "statuses": {"working": list(outcome.WORKING), "failed": list(outcome.FAILED)},
