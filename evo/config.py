@@ -1,7 +1,9 @@
 """Typed configuration: schemas for the search's own nodes, and checks that run before any compute.
 
 The YAML files in ``conf/`` hold the values (with a comment each); these dataclasses give them types,
-so ``search.rounds=ten`` fails at composition naming the key. Group nodes chosen by the user
+so ``search.rounds=ten`` fails at composition naming the key. A node that one component reads has that
+component's dataclass as its schema, which owns the defaults (``crossmut``: CrossMut, ``soft_prompt``:
+PromptTuningConfig, ``sandbox``: SandboxLimits; conf/config.yaml only documents them). Group nodes chosen by the user
 (``task``, ``lm``, ``selection``) are instantiated with ``_target_``. ``validate`` checks ranges and
 combinations that types cannot express, and says how to fix each.
 """
@@ -9,6 +11,8 @@ combinations that types cannot express, and says how to fix each.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
+import functools
 import inspect
 import re
 import types
@@ -31,6 +35,16 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("task", "lm", "selection", "evaluator", "logger", "surrogate")   # options with a _target_ class
 
 
+@functools.lru_cache(maxsize=None)
+def _node_schema(component: type) -> type:
+    """A component's dataclass as the schema of the node it reads: the same fields, types and defaults (the
+    component owns them), as a plain dataclass, since OmegaConf makes a frozen one's node read-only."""
+    hints = typing.get_type_hints(component)
+    fields = [(f.name, hints[f.name], field(default=f.default) if f.default is not dataclasses.MISSING
+               else field(default_factory=f.default_factory)) for f in dataclasses.fields(component)]
+    return make_dataclass(f"{component.__name__}Node", fields)
+
+
 @dataclass
 class ScheduleConfig:
     """What the loop runs, computed in conf/config.yaml from T and n (interpolations); an ablation
@@ -45,50 +59,6 @@ class SearchConfig:
     prompts_per_round: int = 10      # m
     alpha: float = 0.5               # keep a child only if its validation error < alpha
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-
-
-@dataclass
-class CrossMutConfig:
-    parents_per_prompt: int = 2
-    samples_per_prompt: int = 16
-    temperatures: List[float] = field(default_factory=lambda: [0.2, 0.6, 0.8, 1.0])
-    temperature_draw: str = "iid"
-    parents_with_replacement: bool = True
-    parent_order: str = "drawn"
-    size_factor: float = 0.9
-    accuracy_factor: float = 1.02
-    resample_copies: int = 0
-    max_body_lines: int = 16
-    max_repeats: int = 3
-    max_dropped_lines: int = 2
-    banned_words: List[str] = field(default_factory=list)
-    constrain: str = "none"
-
-
-@dataclass
-class SandboxConfig:
-    timeout_s: float = 900.0
-    memory_mb: int = 4096
-    cpu_s: Optional[float] = None
-    max_file_mb: int = 64
-    scratch_mb: Optional[int] = 1024
-    threads: int = 1
-    isolation: str = "auto"
-
-
-@dataclass
-class SoftPromptConfig:
-    """evo.search.tuning.PromptTuningConfig's fields (the TRAIN step between rounds)."""
-    enabled: bool = True
-    num_virtual_tokens: int = 16
-    epochs: int = 5
-    batch_size: int = 16
-    learning_rate: float = 0.1
-    max_length: int = 1024
-    init: str = "vocab"
-    micro_batch_size: int = 1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
 
 
 @dataclass
@@ -116,9 +86,9 @@ class EvoConfig:
     selection: Any = MISSING
     ablation: AblationConfig = field(default_factory=AblationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    crossmut: CrossMutConfig = field(default_factory=CrossMutConfig)
-    soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    crossmut: _node_schema(CrossMut) = field(default_factory=_node_schema(CrossMut))
+    soft_prompt: _node_schema(PromptTuningConfig) = field(default_factory=_node_schema(PromptTuningConfig))
+    sandbox: _node_schema(SandboxLimits) = field(default_factory=_node_schema(SandboxLimits))
     evaluator: Any = MISSING          # group: local | slurm (evo.search.evaluators)
     logger: Any = MISSING             # group: none | wandb (evo.tracking)
     surrogate: Any = MISSING          # group: none | cole (evo.search.surrogate)

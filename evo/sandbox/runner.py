@@ -93,12 +93,15 @@ SANDBOX_HOME = "/sandbox"  # the private work folder, as the child sees it under
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    timeout_s: float = 900.0      # wall clock
-    memory_mb: int | None = 4096  # RLIMIT_AS per process (+ cgroup cap for the tree); None: no cap
+    """What one child process may use. These fields are also the ``sandbox`` config node (evo.config's
+    schema): their defaults are the config's."""
+    timeout_s: float = 900.0      # wall clock per child (build + train + evaluate)
+    memory_mb: int | None = 4096  # memory cap per child: RLIMIT_AS per process (+ cgroup cap for the tree); None: none
     cpu_s: float | None = None    # CPU-time cap; None -> timeout_s * threads + 10
-    max_file_mb: int = 64         # RLIMIT_FSIZE (any one file the child writes, its log too)
-    threads: int = 1              # XLA/BLAS/OMP threads given to the child
-    isolation: str = "auto"       # "auto" (bwrap if usable, else rlimits only, with a warning), "bwrap", "none"
+    max_file_mb: int = 64         # largest file a child may write: RLIMIT_FSIZE (its log too)
+    threads: int = 1              # XLA/BLAS/OMP threads per child (2 cores here: the LM uses the other)
+    isolation: str = "auto"       # auto: bubblewrap (no network, private fs and pids) when usable, else rlimits only
+                                  #   (with a warning); bwrap | none
     cgroup: bool = True           # use a cgroup (memory + task cap, tree kill) when one can be created
     max_tasks: int = 512          # cgroup pids cap (threads count: jax on CPU alone uses ~20)
     address_space: bool = True    # cap memory_mb with RLIMIT_AS too. False for a GPU child: CUDA reserves
@@ -114,7 +117,7 @@ class SandboxLimits:
             fail("sandbox.threads", node.threads, "It counts something and must be at least 1.", "pass sandbox.threads=1 or more.")
         if node.isolation not in ("auto", "bwrap", "none"):
             fail("sandbox.isolation", node.isolation, "Allowed values: auto, bwrap, none.", "pass sandbox.isolation=auto.")
-        if node.timeout_s <= 0 or node.memory_mb < 256:
+        if node.timeout_s <= 0 or node.memory_mb is not None and node.memory_mb < 256:
             fail("sandbox.timeout_s/memory_mb", (node.timeout_s, node.memory_mb),
                  "A child needs a positive timeout and at least 256 MB.", "pass sandbox.timeout_s=900 sandbox.memory_mb=4096.")
 

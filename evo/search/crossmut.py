@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import List, Sequence
 
 from evo.errors import fail
 from evo.lm.base import Completion
@@ -33,20 +33,30 @@ class Sample:
 
 @dataclass
 class CrossMut:
+    """Algorithm 2 (CROSSMUT) and how samples become programs. These fields are also the ``crossmut``
+    config node (evo.config's schema): their defaults are the config's defaults, the paper's unless
+    marked [not in paper]."""
     parents_per_prompt: int = 2            # k: in-context parents per prompt
-    samples_per_prompt: int = 16           # n: samples drawn per prompt
-    temperatures: Sequence[float] = (0.2, 0.6, 0.8, 1.0)
-    temperature_draw: str = "iid"          # "iid": uniform per sample (paper); "cycle": each in turn
-    parents_with_replacement: bool = True  # paper: k examples drawn i.i.d. from Uniform(P)
-    parent_order: str = "drawn"            # "drawn" (paper), "fittest_last", "fittest_first"
-    size_factor: float = 0.9               # target num_params = 0.9 x smallest parent
-    accuracy_factor: float = 1.02          # target val_accuracy = 1.02 x best parent
-    resample_copies: int = 0               # extra batches per prompt to replace copies of known programs
-    max_body_lines: int = 16               # stop rule: a longer body is a runaway
-    max_repeats: int = 3                   # stop rule: identical lines in a row
-    max_dropped_lines: int = 2             # repair: most broken tail lines dropped from a cut-off sample
-    banned_words: Sequence[str] = field(default_factory=list)  # token sequences the LM may not write
-    constrain: str = "none"                # "grammar": the LM may only write the task's grammar (not in paper)
+    samples_per_prompt: int = 16           # n: children sampled per prompt (m x n = 160 per round)
+    temperatures: List[float] = field(default_factory=lambda: [0.2, 0.6, 0.8, 1.0])  # "mixed temperature" sampling
+    temperature_draw: str = "iid"          # iid: uniform per sample (paper; per sample or per prompt is unclear
+                                           #   there); cycle: each in turn
+    parents_with_replacement: bool = True  # paper: the k examples are drawn i.i.d. from Uniform(P)
+    parent_order: str = "drawn"            # order of parents in the prompt: drawn (paper), fittest_last, fittest_first
+    size_factor: float = 0.9               # target num_params = 0.9 x smallest parent (rounded to 100)
+    accuracy_factor: float = 1.02          # target val_accuracy = 1.02 x best parent (rounded to 0.1%)
+    resample_copies: int = 0               # [not in paper] extra batches per prompt that replace samples copying a
+                                           #   known program
+    max_body_lines: int = 16               # [not in paper] stop rule: a forward body longer than this is a runaway;
+                                           #   cut and close it
+    max_repeats: int = 3                   # [not in paper] stop rule: this many identical lines in a row is a loop
+    max_dropped_lines: int = 2             # [not in paper] repair: drop at most this many broken lines from a cut-off
+                                           #   sample's tail
+    banned_words: List[str] = field(default_factory=list)  # [not in paper] strings the LM may not write (e.g.
+                                           #   PyTorch-only names in a Flax task)
+    constrain: str = "none"                # [not in paper] grammar: the LM may only write the task's child language
+                                           #   (task.grammar(), enforced token by token with llguidance; lm=hf/
+                                           #   gemma270m, lm=openai with lm.grammar_field)
 
     @staticmethod
     def check_config(node, cfg) -> None:

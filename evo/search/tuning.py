@@ -77,16 +77,20 @@ STATE_FILE = "tuner_state.json"   # evo's own record next to peft's adapter file
 
 @dataclass(frozen=True)
 class PromptTuningConfig:
-    enabled: bool = True           # False: no TRAIN step between rounds (ablation=no_prompt_tuning, naive_fewshot)
-    num_virtual_tokens: int = 16   # paper
-    epochs: int = 5                # paper
-    batch_size: int = 16           # paper
-    learning_rate: float = 0.1     # paper
-    max_length: int = 1024         # truncate training texts (tokens)
-    init: str = "vocab"            # "vocab" | "random" (see the module docstring) [NOT IN PAPER]
-    micro_batch_size: int = 1      # texts per forward/backward pass inside a batch (memory/speed only)
-    weight_decay: float = 0.0      # AdamW [NOT IN PAPER]
-    max_grad_norm: float = 1.0     # gradient clipping of the soft prompt; 0 disables [NOT IN PAPER]
+    """Algorithm 1 line 11, TRAIN(theta, C_ev \\ P). These fields are also the ``soft_prompt`` config node
+    (evo.config's schema): their defaults are the config's, the paper's unless marked [not in paper]."""
+    enabled: bool = True           # false: no TRAIN step, every round samples the base LM (ablation=no_prompt_tuning)
+    num_virtual_tokens: int = 16   # learned input embeddings put in front of every prompt
+    epochs: int = 5                # over this round's scored children that were not chosen as parents
+    batch_size: int = 16
+    learning_rate: float = 0.1     # AdamW, constant
+    max_length: int = 1024         # [not in paper] training texts are truncated to this many tokens
+    init: str = "vocab"            # [not in paper] vocab: embeddings of random vocabulary tokens (loss starts far
+                                   #   lower); random (see the module docstring)
+    micro_batch_size: int = 1      # [not in paper] texts per forward pass inside a batch: memory/speed only (1 is
+                                   #   fastest on a CPU)
+    weight_decay: float = 0.0      # [not in paper] AdamW
+    max_grad_norm: float = 1.0     # [not in paper] gradient clipping of the soft prompt; 0 disables
 
     def __post_init__(self):
         if self.init not in ("random", "vocab"):
