@@ -44,10 +44,11 @@ def test_every_run_of_the_cpu_sweep_composes_validates_and_has_the_same_budget()
                 validate(cfg, needs_lm=False)
                 rounds, prompts, samples = effective_search(cfg)
                 budgets.add(rounds * prompts * samples)
-                settings.add((cfg.task.train_steps, cfg.task.name, cfg.sandbox.timeout_s))
+                settings.add((cfg.task.train_steps, cfg.task.name, cfg.sandbox.timeout_s, cfg.sandbox.cpu_s))
                 if run["ablation"] == "naive_fewshot":
                     assert rounds == 1
-            assert budgets == {160} and settings == {(2000, "mnist1d", 120)}
+            # every variant: the same budget, training and caps (CPU seconds decide; the wall clock is generous)
+            assert budgets == {160} and settings == {(2000, "mnist1d", 900, 130)}
     finally:
         GlobalHydra.instance().clear()
 
