@@ -188,7 +188,8 @@ def test_static_failures_cost_no_sandbox(tiny_task, code, status, words):
     assert res.isolation is None and res.num_params is None   # never reached the sandbox
 
 
-@pytest.mark.parametrize("name", ["shape", "batch_mixing", "nan"])
+@pytest.mark.parametrize("name", ["shape", pytest.param("batch_mixing", marks=pytest.mark.slow),   # a dm-clrs import each:
+                                  pytest.param("nan", marks=pytest.mark.slow)])                 # shape stays in the fast tier
 def test_sandbox_gives_broken_children_a_status(tiny_task, name):
     """The search's real path (FilterAndEval: static checks, then the harness in the sandbox) stops
     these children at the pre-training check: a dm-clrs import and a check, no compilation."""

@@ -39,13 +39,16 @@ def test_seed_program_is_ok(tmp_path):
     ("dunder", "        y = x.__class__.__mro__\n        return nn.Dense(10)(x)\n", "forbidden", "is not allowed", ()),
     ("build", "        return nn.Conv2d(10)(x)\n", "build_error", "Conv2d", ()),
     ("shape", "        return nn.Dense(7)(x)\n", "shape_error", "", ()),
-    ("batch_mixing", "        x = nn.Conv(4, kernel_size=(3,))(x)\n        return nn.Dense(10)(x)\n",
-     "batch_dependence", "", ()),
-    ("nan", "        return nn.Dense(10)(x) * jnp.nan\n", None, "", ()),
-    ("infinite_loop", "        while True:\n            pass\n", "timeout", "", ("sandbox.timeout_s=15",)),
-    ("memory_hog", "        import numpy as np\n        big = np.ones((40_000, 40_000))\n        return nn.Dense(10)(x)\n",
-     "memory", "", ("sandbox.memory_mb=2048",)),
-    ("weak", "        return nn.Dense(10)(x * 0.0)\n", "filtered", "alpha", ()),
+    # Slow (each trains or runs to a limit in the sandbox): the fast tier keeps these statuses through
+    # tests/test_sandbox.py and tests/test_mnist1d_training.py, and the command's path through the cases above.
+    pytest.param("batch_mixing", "        x = nn.Conv(4, kernel_size=(3,))(x)\n        return nn.Dense(10)(x)\n",
+                 "batch_dependence", "", (), marks=pytest.mark.slow),
+    pytest.param("nan", "        return nn.Dense(10)(x) * jnp.nan\n", None, "", (), marks=pytest.mark.slow),
+    pytest.param("infinite_loop", "        while True:\n            pass\n", "timeout", "", ("sandbox.timeout_s=15",),
+                 marks=pytest.mark.slow),
+    pytest.param("memory_hog", "        import numpy as np\n        big = np.ones((40_000, 40_000))\n"
+                 "        return nn.Dense(10)(x)\n", "memory", "", ("sandbox.memory_mb=2048",), marks=pytest.mark.slow),
+    pytest.param("weak", "        return nn.Dense(10)(x * 0.0)\n", "filtered", "alpha", (), marks=pytest.mark.slow),
 ])
 def test_broken_and_hostile_children_get_a_status(tmp_path, name, body, status, reason, overrides):
     res = evaluate(tmp_path, body, *overrides)
