@@ -18,7 +18,7 @@ import pytest
 
 from evo import outcome
 from evo.sandbox.runner import (SandboxLimits, SandboxResult, _bwrap_usable, _cgroup_usable, allow_new,
-                         describe_isolation, kill_running, run_in_sandbox)
+                                describe_isolation, kill_running, run_in_sandbox)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 BWRAP_OK, BWRAP_WHY = _bwrap_usable()

@@ -17,7 +17,7 @@ from evo import outcome
 from evo.archive import Archive
 from evo.search.surrogate import ColeSurrogate, MiniLMEmbedder, ridge_head
 from evo.analysis.surrogate_quality import (bag_of_tokens_predictor, cross_validate, embed_programs, load_programs, main,
-                                   params_predictor, top_precision, usable_sizes)
+                                            params_predictor, top_precision, usable_sizes)
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = (8, 16, 32, 64, 128, 256)

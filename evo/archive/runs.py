@@ -36,6 +36,14 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _expand(arg: str, nothing: str) -> list[Path]:
+    """The paths a command-line argument names: the glob's matches, or the path itself."""
+    matches = sorted(glob.glob(arg, recursive=True)) if glob.has_magic(arg) else [arg]
+    if not matches:
+        raise RunsError(f"{nothing}: nothing matches {arg!r}")
+    return [Path(m) for m in matches]
+
+
 def _natural(path: Path) -> list:
     """Sort key: sweep job 10 after job 9."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
@@ -48,10 +56,7 @@ def find_run_folders(paths: Sequence[str]) -> list[Path]:
     recursively (a multirun sweep). Sorted naturally, each once."""
     found: list[Path] = []
     for arg in paths:
-        matches = sorted(glob.glob(arg, recursive=True)) if glob.has_magic(arg) else [arg]
-        if not matches:
-            raise RunsError(f"no run folders found: nothing matches {arg!r}")
-        for m in map(Path, matches):
+        for m in _expand(arg, "no run folders found"):
             if m.is_file() and m.name == ARCHIVE:
                 found.append(m.parent)
             elif not m.exists():
@@ -80,10 +85,7 @@ def find_archives(paths: Sequence[str]) -> list[Path]:
     folder searched recursively (a multirun sweep; as :func:`find_run_folders`). Each once."""
     found: list[Path] = []
     for arg in paths:
-        matches = sorted(glob.glob(arg, recursive=True)) if glob.has_magic(arg) else [arg]
-        if not matches:
-            raise RunsError(f"no archive found: nothing matches {arg!r}")
-        for m in map(Path, matches):
+        for m in _expand(arg, "no archive found"):
             if m.is_file():
                 found.append(m)
                 continue

@@ -98,9 +98,8 @@ class EvoPrompting:
         if not batch:
             return []
         self._submitted.update(c.id for c in batch)
-        if bar is not None:
-            bar.total = (bar.total or 0) + len(batch)
-            bar.refresh()
+        bar.total = (bar.total or 0) + len(batch)
+        bar.refresh()
         recorded = []
         for child, fut in zip(batch, self.evaluator.submit([(c.id, c.code) for c in batch])):
             done: Future = Future()
@@ -116,8 +115,7 @@ class EvoPrompting:
             done.set_result(None)
         except BaseException as exc:  # noqa: BLE001  a bug in our own evaluation code: _wait re-raises it
             done.set_exception(exc)
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
 
     def _on_submit(self, child_id: int, detail: dict) -> None:
         self.archive.log_event("eval_started", child_id=child_id, detail=detail)
@@ -159,11 +157,9 @@ class EvoPrompting:
                 self.archive.insert_child(round=-1, seed_name=name, code=code, code_hash=code_hash(code))
         pending = self.archive.pending(-1)
         if pending:
-            bar = self._bar("seeds: evaluating", unit="child")
-            if bar is not None:
-                bar.total = 0
+            bar = self._bar("seeds: evaluating", total=0, unit="child")
             self._wait(self._submit(pending, bar))
-            self._close(bar)
+            bar.close()
         if self.on_round is not None:
             self.on_round(-1)
 
@@ -174,7 +170,7 @@ class EvoPrompting:
             log.info("training %d children the surrogate skipped", len(skipped))
             bar = self._bar("skipped children: evaluating", unit="child")
             self._wait(self._submit(skipped, bar))
-            self._close(bar)
+            bar.close()
 
     def _trainable(self, t: int) -> list[Child]:
         """Round t's pending children that may be trained now: all of them, or with the surrogate on,
@@ -186,16 +182,15 @@ class EvoPrompting:
     def _screen(self, t: int) -> None:
         """The surrogate's step: after sampling, the static checks, then rank the rest and record the
         decision (and a skip's status) for each, all in one transaction."""
-        from evo.search.program import check_static
         fresh = self.archive.children(round=t, status=outcome.PENDING, screening=None)
         if not fresh:
             return
         ranked = []
         with self.archive.transaction():
-            for child in fresh:   # FILTERANDEVAL's first stage, here: no need to rank what cannot run
-                failed = check_static(child.code, self.task.allowed_imports, self.task.entry)
-                if failed:
-                    self.archive.record_result(child.id, status=failed[0], reason=failed[1], eval_seconds=0.0)
+            for child in fresh:   # Algorithm 3's static stage first (filter_eval.STAGES): nothing to rank that cannot run
+                failed = self.evaluate.static(child.code)
+                if failed is not None:
+                    self.archive.record_result(child.id, status=failed.status, reason=failed.reason, eval_seconds=0.0)
                 else:
                     ranked.append(child)
         rng = random.Random(derive_seed(self.settings.seed, "surrogate", t))
@@ -248,12 +243,12 @@ class EvoPrompting:
         sample_bar = self._bar(f"{round_label} sampling", total=m * n, unit="sample", position=0)
         for j in range(m):
             futures += self._prompt(t, j, population, eval_bar, sample_bar)
-        self._close(sample_bar)
+        sample_bar.close()
         if self.surrogate.active:
             self._screen(t)
         futures += self._submit(self._trainable(t), eval_bar)
         self._wait(futures)
-        self._close(eval_bar)
+        eval_bar.close()
         self.archive.finish_round(t)
         self.archive.log_event("round_finished", round=t)
         if self.on_round is not None:
@@ -263,7 +258,7 @@ class EvoPrompting:
         n = self.crossmut.samples_per_prompt
         row = self.archive.prompt_row(t, j)
         if row is not None and row["complete"]:
-            sample_bar and sample_bar.update(n)
+            sample_bar.update(n)
             return []
         rng = random.Random(derive_seed(self.settings.seed, "prompt", t, j))
         parents = self.crossmut.choose_parents(population, rng)
@@ -288,7 +283,7 @@ class EvoPrompting:
                         raw_completion=c.text, repairs=s.repairs, stop_reason=c.stop_reason,
                         lm_name=self.lm.name, tokens_in=c.tokens_in, tokens_out=c.tokens_out, lm_seconds=c.seconds,
                         soft_prompt_round=soft_prompt_round)
-            if sample_bar is not None and attempt == 0:
+            if attempt == 0:
                 sample_bar.update(len(samples))
             futures += self._submit(self._trainable(t), eval_bar)
             count = self._copies(prompt_id, attempt)
@@ -340,8 +335,8 @@ class EvoPrompting:
         bar = self._bar(f"round {t + 2}/{self.settings.rounds} soft prompt tuning on {len(texts)} programs",
                         total=self.tuning.epochs * math.ceil(len(texts) / self.tuning.batch_size), unit="step")
         step_losses = self.tuner.train(texts, seed=derive_seed(self.settings.seed, "tune", t),
-                                       on_step=(lambda loss: bar.update(1)) if bar is not None else None)
-        self._close(bar)
+                                       on_step=lambda loss: bar.update(1))
+        bar.close()
         summary = self.tuner.history[-1]
         folder = Path("soft_prompt") / f"round_{t}"
         if summary["finite"]:
@@ -368,12 +363,7 @@ class EvoPrompting:
                        child_id=child.id)
 
     # -- progress ---------------------------------------------------------------------------------
-    def _bar(self, desc: str, total: Optional[int] = None, unit: str = "it", position: int = 0):
-        if not self.settings.progress:
-            return None
-        return tqdm(total=total, desc=desc, unit=unit, position=position, leave=True, dynamic_ncols=True)
-
-    @staticmethod
-    def _close(bar) -> None:
-        if bar is not None:
-            bar.close()
+    def _bar(self, desc: str, total: Optional[int] = None, unit: str = "it", position: int = 0) -> tqdm:
+        """A progress bar; with ``progress=false`` tqdm's own no-op bar (``disable``), so callers never check."""
+        return tqdm(total=total, desc=desc, unit=unit, position=position, leave=True, dynamic_ncols=True,
+                    disable=not self.settings.progress)
