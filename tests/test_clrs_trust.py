@@ -81,7 +81,10 @@ os._exit(0)
 # patch every trusted module this interpreter can reach: the worker's reporting, dm-clrs's parameter count, the
 # checks, the trusted scorer and its module check; the function itself is honest
 PATCHER = HEADER + '''
-import evo.sandbox_worker as worker
+try:  # the worker module, wherever this tree keeps it
+    import evo.sandbox.worker as worker
+except ImportError:
+    import evo.sandbox_worker as worker
 import evo.tasks.clrs.train as train
 import evo.tasks.clrs.checks as checks
 import evo.tasks.clrs.trusted as trusted
