@@ -9,7 +9,7 @@ export in the child's, dm-clrs training and scoring in one that runs no child Py
 a failure with a reason.
 
 Real processes, real dm-clrs (tiny BFS: 5-node graphs, hidden 16, 2 training steps), no mocks. Most of the time is
-XLA compiling the two trained models (the honest seed on both paths, the module-patching attack).
+XLA compiling the honest seed's training step on both paths.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def test_honest_child_scores_the_same_on_both_paths_and_patching_the_trusted_mod
     for key in ("num_params", "val_accuracy", "test_accuracy", "best_step"):
         assert new.payload[key] == old.payload[key], key
     assert new.payload["baked_constants"] == 0 and "trusted-scoring" in new.isolation
-    patched = evaluate(PATCHER, clrs_data)
+    patched = evaluate(PATCHER, {**clrs_data, "steps": 0})  # scored at initialisation: no training step to compile
     assert patched.status == outcome.OK, patched.reason
     assert patched.payload["num_params"] > 1000  # dm-clrs's own layers alone hold thousands
     assert patched.payload["val_accuracy"] < 1.0 and patched.payload["train_s"] != 1.0
