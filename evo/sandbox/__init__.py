@@ -1,3 +1,3 @@
 """Where untrusted children run: ``runner`` (the parent side: limits, namespaces, cgroups, the worker pool),
-``worker`` (the child side, ``python -m evo.sandbox.runner.worker``) and ``exported`` (the trusted stage's checks of
+``worker`` (the child side, ``python -m evo.sandbox.worker``) and ``exported`` (the trusted stage's checks of
 exported programs). Kept empty on purpose: every child process imports this package first, so it loads nothing."""

@@ -40,9 +40,9 @@ worker reads before any untrusted code is loaded. The child's stdout/stderr go t
 file, whose tail comes back as ``log_tail``; prints cannot reach the channel, and lines on
 the channel without the nonce (or not JSON) are ignored. Code that runs in the worker's interpreter can,
 with deliberate introspection, find the nonce and report a result of its choosing: so for the entries in
-``TWO_STAGE`` (MNIST-1D) the child's process only exports its model, and the score comes from a second
-process that never runs child code (evo/sandbox/exported.py, evo/tasks/mnist1d/trusted.py; pooled, see
-TRUSTED_POOL). Other entries (CLRS) are still scored in the child's process and could lie about their score.
+``TWO_STAGE`` (MNIST-1D, CLRS) the child's process only exports its model, and the score comes from a second
+process that never runs child code (evo/sandbox/exported.py, evo/tasks/mnist1d/trusted.py, evo/tasks/clrs/trusted.py;
+pooled, see TRUSTED_POOL). Other entries are scored in the child's process and could lie about their score.
 
 Secrets: the search process is made non-dumpable and the worker drops every capability before child code,
 so no child can read another process's /proc/<pid>/environ, mem or fd/ even with isolation=none as root.
@@ -539,6 +539,9 @@ def child_env(limits: SandboxLimits, home: str, tmp: str, pythonpath: Sequence[s
 TWO_STAGE = {
     "evo.tasks.mnist1d.harness:evaluate_source": (
         "evo.tasks.mnist1d.harness:export_source", "evo.tasks.mnist1d.trusted:score_export", (), ("exported",)),
+    "evo.tasks.clrs.harness:evaluate_source": (
+        "evo.tasks.clrs.harness:export_source", "evo.tasks.clrs.trusted:score_export",
+        ("hidden_dim", "nb_triplet_fts"), ("exported",)),
 }
 
 

@@ -56,6 +56,12 @@ def make_model_class():
                 super().init(features, seed)
             finally:
                 self.net_fn = self.net_fn._replace(init=eager_init)
+            # Committed to the device, as every training step's outputs are: otherwise the second step (and the
+            # second evaluation) compiles again whenever the step holds an exported module (the trusted stage's
+            # triplet function, evo/tasks/clrs/trusted.py), whose lowering pins its device. Same values.
+            device = jax.devices()[0]
+            self._device_params = jax.device_put(self._device_params, device)
+            self._device_opt_state = jax.device_put(self._device_opt_state, device)
 
         def _update_params(self, params, grads, opt_state, algorithm_index):
             new, opt_state = super()._update_params(params, grads, opt_state, algorithm_index)
