@@ -48,6 +48,10 @@ def _fingerprint(cfg: DictConfig) -> dict:
         out[key] = node
     if str(cfg.surrogate.get("_target_", "")).endswith("ColeSurrogate"):   # absent when off: older runs resume
         out["surrogate"] = {k: v for k, v in plain["surrogate"].items() if k != "train_skipped"}
+    lm = out.get("lm") or {}
+    if not lm.get("copy_penalty"):   # off: absent, so runs from before the copy penalty resume
+        for k in ("copy_penalty", "copy_penalty_base", "copy_penalty_after"):
+            lm.pop(k, None)
     for key, free in _RESUME_FREE.items():
         if key == "search" and cfg.ablation.naive_fewshot:
             continue   # there T sets the samples per prompt of the single round
