@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evo.crossmut import CrossMut
+from evo.search.crossmut import CrossMut
 from evo.lm.copying import CopyPenalty, copy_targets, squash
 from evo.lm.hf import HFCausalLM
-from evo.program import code_hash
-from evo.prompt import Example
+from evo.search.program import code_hash
+from evo.search.prompt import Example
 from evo.tasks.mnist1d.task import MNIST1DTask
 
 TEMPERATURES = [0.6] * 8
