@@ -65,7 +65,8 @@ def exception_outcome(exc: BaseException) -> tuple[str, str]:
         if status in outcome.FAILED:
             return status, reason
         # Only failure statuses may be raised: a ChildFailure("ok", ...) is not a result.
-        return outcome.CRASHED, _one_line(f"ChildFailure with invalid status {status!r}: {reason}")
+        shown = status.value if isinstance(status, outcome.Status) else status   # 'ok', not <Status.OK: 'ok'>
+        return outcome.CRASHED, _one_line(f"ChildFailure with invalid status {shown!r}: {reason}")
     name = type(exc).__name__
     if isinstance(exc, MemoryError) or any(sig in message for sig in OOM_SIGNATURES):
         return outcome.MEMORY, _one_line(f"{name}: {message}" if message.strip() else name)
