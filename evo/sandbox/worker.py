@@ -216,6 +216,17 @@ def _send(fd: int, nonce: str, status: str, reason: str, payload: dict) -> None:
         data = data[os.write(fd, data):]
 
 
+def _report(result_fd: int, nonce: str, status, reason: str, payload: dict) -> None:
+    """End of one evaluation: flush the log, kill what the child left running, send the result."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    _kill_leftovers()
+    _send(result_fd, nonce, status, reason, payload)
+
+
 def serve(result_fd: int) -> int:
     """``--serve``: a long-lived TRUSTED worker (evo.sandbox.runner's pool for the trusted stage of TWO_STAGE entries;
     never used for an entry that runs child code). Line 1 on stdin: the setup (pythonpath, rlimits, cpus,
@@ -272,13 +283,7 @@ def serve(result_fd: int) -> int:
                 import traceback
 
                 traceback.print_exc()
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
-        _kill_leftovers()
-        _send(result_fd, nonce, status, reason, payload)
+        _report(result_fd, nonce, status, reason, payload)
         if "jax" in sys.modules:  # compiled executables of the last model: free them
             sys.modules["jax"].clear_caches()
         gc.collect()
@@ -349,13 +354,7 @@ def main(argv: list[str]) -> int:
 
     # 4. report and leave
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:
-        pass
-    _kill_leftovers()
-    try:
-        _send(result_fd, nonce, status, reason, payload)
+        _report(result_fd, nonce, status, reason, payload)
     except BaseException as exc:  # noqa: BLE001
         try:
             os.write(2, f"sandbox_worker: could not send the result: {exc!r}\n".encode())
