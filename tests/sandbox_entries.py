@@ -44,6 +44,14 @@ def spin(code):
         pass
 
 
+def burn(code, cpu_s=1.0):
+    """Use ``cpu_s`` seconds of CPU time, then return how much this process has used in all."""
+    start = time.process_time()
+    while time.process_time() - start < cpu_s:
+        pass
+    return {"process_cpu_s": time.process_time()}
+
+
 def sleep_forever(code):
     while True:
         time.sleep(1)

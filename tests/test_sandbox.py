@@ -31,7 +31,7 @@ ISOLATIONS = [pytest.param("auto", id="auto"), pytest.param("none", id="none")]
 def run(entry: str, kwargs: dict | None = None, code: str = "", **opts) -> SandboxResult:
     """run_in_sandbox on a test entry; SandboxLimits fields and call options mixed in opts."""
     limit_keys = {"timeout_s", "memory_mb", "cpu_s", "max_file_mb", "threads", "isolation",
-                  "cgroup", "max_tasks", "scratch_mb"}
+                  "cgroup", "max_tasks", "scratch_mb", "landlock"}
     limits = SandboxLimits(**{"timeout_s": 30.0,
                               **{k: opts.pop(k) for k in list(opts) if k in limit_keys}})
     return run_in_sandbox(f"sandbox_entries:{entry}", kwargs or {}, code, limits,
@@ -133,6 +133,25 @@ def test_cpu_limit_is_timeout():
     assert res.status == outcome.TIMEOUT
     assert "cpu limit" in res.reason
     assert res.wall_s < 10
+
+
+def test_a_pooled_trusted_worker_gives_each_request_its_own_cpu_budget():
+    # the trusted stage of MNIST-1D and CLRS (where children train) runs on pooled workers: sandbox.cpu_s must cap
+    # each request, not the worker's whole life (RLIMIT_CPU counts that)
+    from evo.sandbox import runner
+
+    limits = SandboxLimits(timeout_s=60, cpu_s=3)
+    opts = dict(extra_pythonpath=[TESTS_DIR])
+    try:
+        first = runner._run_pooled("sandbox_entries:burn", {"cpu_s": 2.0}, limits, (), **opts)
+        second = runner._run_pooled("sandbox_entries:burn", {"cpu_s": 2.0}, limits, (), **opts)
+        assert first.status == second.status == outcome.OK, (first.reason, second.reason)
+        assert second.payload["process_cpu_s"] > 3.5  # the same worker: 4 s in all, over one budget of 3
+        spun = runner._run_pooled("sandbox_entries:spin", {}, limits, (), **opts)
+        assert spun.status == outcome.TIMEOUT and "cpu limit" in spun.reason, spun.reason
+        assert spun.wall_s < 30  # the CPU cap ended it, not the 60 s wall clock
+    finally:
+        runner.close_trusted_pool()
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
@@ -262,9 +281,10 @@ def test_no_network_under_bwrap(tcp_server):
 
 
 def test_network_control_without_bwrap(tcp_server):
-    # the control for the test above: the server is reachable from an unisolated child
+    # the control for the test above (and for Landlock's, tests/test_sandbox_landlock.py): the server is reachable
+    # from an unisolated child
     port, got = tcp_server
-    res = run("connect", {"port": port}, isolation="none")
+    res = run("connect", {"port": port}, isolation="none", landlock=False)
     assert res.payload["connected"] is True, res.payload
     deadline = time.monotonic() + 5   # the server thread records what it received
     while not got and time.monotonic() < deadline:

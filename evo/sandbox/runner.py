@@ -109,6 +109,10 @@ class SandboxLimits:
     scratch_mb: int | None = 1024  # bwrap: /tmp and the work folder are tmpfs of this size each (in memory, so
                                    # the cgroup memory cap counts them); None: folders on disk. isolation=none:
                                    # folders on disk, only max_file_mb per file
+    landlock: bool = True         # without bwrap (isolation=none, or auto on a host without it): confine the child
+                                  #   with Landlock where the kernel has it: files readable only beneath the system
+                                  #   and Python folders, evo and readonly_paths, writable only in its own folder;
+                                  #   no TCP; no signals or abstract sockets out of its process tree
 
     @staticmethod
     def check_config(node, cfg) -> None:
@@ -280,7 +284,8 @@ def _use_bwrap(limits: SandboxLimits) -> bool:
 def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str:
     """What protections a child gets here with these limits, for the run's log."""
     parts = []
-    if _use_bwrap(limits) if _bwrap is None else _bwrap:
+    bwrap = _use_bwrap(limits) if _bwrap is None else _bwrap
+    if bwrap:
         parts.append("bwrap(net,pid,ipc,uts,user,caps,fs)")
         if limits.scratch_mb:
             parts.append(f"scratch(tmpfs={limits.scratch_mb}MB)")
@@ -294,10 +299,49 @@ def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str
         mem = f"memory={limits.memory_mb}MB," if limits.memory_mb else ""
         version = "cgroup" if _cgroup_v1_usable() else "cgroup2"
         parts.append(f"{version}({mem}tasks={limits.max_tasks})")
+    if _use_landlock(limits, bwrap):
+        abi = _landlock_abi()
+        # what each ABI adds: 1-3 files, 4 TCP, 6 signals and abstract unix sockets (kernel docs, "Landlock ABI")
+        got = ["fs"] + (["tcp"] if abi >= 4 else []) + (["signal,abstract-unix"] if abi >= 6 else [])
+        parts.append(f"landlock(abi={abi}:{','.join(got)})")
     parts.append(f"wall={limits.timeout_s:g}s")
     # always: the search process is made non-dumpable and the worker drops every capability (see run_in_sandbox)
     parts.append("secrets(nondumpable-parent,no-caps)")
     return "+".join(parts)
+
+
+def _landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: none: too old a kernel, disabled at boot, or landlockpy missing)."""
+    if not _LANDLOCK_ABI:
+        try:
+            import landlockpy  # optional at import time: a host without it runs without Landlock, and says so
+
+            _LANDLOCK_ABI.append(landlockpy.abi_version())
+        except ImportError:
+            _LANDLOCK_ABI.append(0)
+    return _LANDLOCK_ABI[0]
+
+
+_LANDLOCK_ABI: list[int] = []
+
+
+def _use_landlock(limits: SandboxLimits, use_bwrap: bool) -> bool:
+    # under bwrap the child's root is already read-only and its network gone: Landlock would add nothing there
+    return limits.landlock and not use_bwrap and _landlock_abi() > 0
+
+
+def _landlock_rules(private: str, readonly_paths: Sequence[str], devices: Sequence[str]) -> dict:
+    """What a child confined by Landlock may touch: the paths bwrap would show it, at their host paths (the worker
+    enforces them, evo.sandbox.worker.apply_landlock). read: read and execute beneath; write: everything beneath."""
+    read = [top for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")]
+    read += [os.path.join("/etc", name) for name in _ETC_FILES]
+    # /proc: the worker walks it to kill leftovers, jax reads cpuinfo; other processes' environ, mem and fd/ stay
+    # refused (non-dumpable, no capabilities). /sys: jax reads the CPU topology.
+    read += ["/proc", "/sys/devices/system/cpu", "/sys/devices/system/node", "/dev/urandom", "/dev/random",
+             "/dev/zero"]
+    read += _python_paths() + [os.path.abspath(p) for p in readonly_paths]
+    write = [private, "/dev/null"] + list(devices)
+    return {"read": [p for p in read if os.path.exists(p)], "write": [p for p in write if os.path.exists(p)]}
 
 
 # ---------------------------------------------------------------- bwrap command line
@@ -628,13 +672,14 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
             "fsize_bytes": limits.max_file_mb << 20,
         },
     }
-    spec_bytes = json.dumps(spec, allow_nan=False).encode()  # TypeError/ValueError: caller's bug
-
     private = tempfile.mkdtemp(prefix="evo-sbx-", dir=scratch_root)
     read_fd = write_fd = -1
     cgroup = None
     proc = None
     try:
+        if _use_landlock(limits, use_bwrap):
+            spec["landlock"] = _landlock_rules(private, list(readonly_paths) + list(extra_pythonpath), devices)
+        spec_bytes = json.dumps(spec, allow_nan=False).encode()  # TypeError/ValueError: caller's bug
         work, tmp = os.path.join(private, "work"), os.path.join(private, "tmp")
         os.mkdir(work, 0o700)
         os.mkdir(tmp, 0o700)
@@ -708,8 +753,8 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
 
 # The trusted stage of a TWO_STAGE entry never runs child code, so its processes can be reused: a pool of
 # long-lived sandboxed workers (``sandbox_worker --serve``) per configuration saves a process start and the jax
-# imports per child. Each has the same sandbox, rlimits (no CPU-time cap: that is cumulative; the wall clock per
-# request stands in) and cgroup as a one-shot worker; one that times out, dies or runs out of memory is killed and
+# imports per child. Each has the same sandbox, rlimits (the CPU-time cap given afresh to each request) and cgroup
+# as a one-shot worker; one that times out, dies or runs out of memory is killed and
 # replaced, and each retires after TRUSTED_MAX_REQUESTS requests. TRUSTED_POOL = False: a fresh process per child.
 TRUSTED_POOL = True
 TRUSTED_MAX_REQUESTS = 32
@@ -773,7 +818,11 @@ class _TrustedServer:
             write_fd = -1
             setup = {"pythonpath": pythonpath, "cpus": list(cpus) if cpus else None, "preload": preload,
                      "rlimits": {"as_bytes": (limits.memory_mb << 20) if limits.memory_mb and limits.address_space
-                                 else None, "fsize_bytes": limits.max_file_mb << 20}}
+                                 else None, "fsize_bytes": limits.max_file_mb << 20,
+                                 "cpu_s": limits.cpu_limit_s()}}  # per request (evo.sandbox.worker._cpu_budget)
+            if _use_landlock(limits, self.use_bwrap):
+                setup["landlock"] = _landlock_rules(self.private, list(readonly_paths) + list(extra_pythonpath),
+                                                    devices)
             self.proc.stdin.write((json.dumps(setup) + "\n").encode())
             self.proc.stdin.flush()
         except BaseException:
@@ -822,6 +871,13 @@ class _TrustedServer:
                     pass
                 os.set_blocking(self.read_fd, True)
                 result = _parse_channel(bytes(buf), nonce)
+                if result is None and not timed_out:
+                    # its channel closes as it dies, a moment before bwrap or the worker exits: wait for that exit,
+                    # whose status says how it died (SIGXCPU: the CPU cap), before the tree is killed
+                    try:
+                        self.proc.wait(timeout=_KILL_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        pass
         finally:
             with _RUNNING_LOCK:
                 _RUNNING.pop(self.proc.pid, None)

@@ -94,6 +94,22 @@ def _set_rlimits(limits: dict) -> None:
         cap(resource.RLIMIT_FSIZE, int(limits["fsize_bytes"]))
 
 
+def _cpu_budget(cpu_s: float) -> None:
+    """Give a pooled worker's next request ``cpu_s`` CPU seconds. RLIMIT_CPU counts the CPU time of the process since
+    it started, so one limit set at start would be shared by all the requests a pooled worker serves (32 children of
+    ~4 CPU s each reach a 130 s cap) and kill a child that used only its share. The soft limit moves to what has been
+    used so far plus the cap (a soft limit may be raised up to the hard one without privilege); SIGXCPU at the soft
+    limit ends the worker, as it would a one-shot one, and the runner reports TIMEOUT "cpu limit"."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime + cpu_s + 0.999)
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
 def _prctl(option: int, arg: int) -> None:
     try:
         import ctypes
@@ -152,6 +168,26 @@ def drop_capabilities() -> bool:
     except (OSError, ValueError):
         pass
     return False
+
+
+def apply_landlock(rules: dict) -> None:
+    """Confine this process and everything it starts later (threads included: call it while single-threaded; ABI 7
+    has no flag that reaches existing threads) with Landlock: every file access right is handled, and granted back
+    only beneath ``rules["read"]`` (read, list, execute) and ``rules["write"]`` (all); all TCP is handled and none
+    granted; signals and abstract unix sockets cannot leave the process tree. Raises if the kernel refuses: the
+    parent reported the run as confined, so it must be."""
+    import landlockpy  # trusted, standard library only; imported after the spec was read
+    from landlockpy import AccessFS, Ruleset, Scope
+
+    file_rights = (AccessFS.EXECUTE | AccessFS.WRITE_FILE | AccessFS.READ_FILE | AccessFS.TRUNCATE
+                   | AccessFS.IOCTL_DEV)  # the only rights a rule on a file (not a folder) may carry
+    abi_fs = landlockpy.fs_for_abi(landlockpy.abi_version())
+    reading = AccessFS.READ_FILE | AccessFS.READ_DIR | AccessFS.EXECUTE
+    with Ruleset(scoped=Scope.SIGNAL | Scope.ABSTRACT_UNIX_SOCKET) as ruleset:
+        for rights, paths in ((reading, rules.get("read") or []), (abi_fs, rules.get("write") or [])):
+            for path in paths:
+                ruleset.allow_path(path, rights if os.path.isdir(path) else rights & file_rights)
+        ruleset.restrict()
 
 
 def _descendants(root: int) -> list[int]:
@@ -229,8 +265,8 @@ def _report(result_fd: int, nonce: str, status, reason: str, payload: dict) -> N
 
 def serve(result_fd: int) -> int:
     """``--serve``: a long-lived TRUSTED worker (evo.sandbox.runner's pool for the trusted stage of TWO_STAGE entries;
-    never used for an entry that runs child code). Line 1 on stdin: the setup (pythonpath, rlimits, cpus,
-    preload); then one JSON request per line ({nonce, entry, kwargs}), answered on the result fd like a one-shot
+    never used for an entry that runs child code). Line 1 on stdin: the setup (pythonpath, rlimits with cpu_s per
+    request, cpus, preload, landlock); then one JSON request per line ({nonce, entry, kwargs}), answered on the result fd like a one-shot
     worker's result. EOF on stdin ends it. Requests run one at a time; jax's caches are cleared after each."""
     try:
         setup = json.loads(sys.stdin.buffer.readline().decode())
@@ -249,12 +285,20 @@ def serve(result_fd: int) -> int:
 
     from evo import outcome
 
-    _set_rlimits(setup.get("rlimits") or {})
+    rlimits = dict(setup.get("rlimits") or {})
+    cpu_per_request = rlimits.pop("cpu_s", None)  # RLIMIT_CPU counts a whole life: given per request below
+    _set_rlimits(rlimits)
     if setup.get("cpus"):
         os.sched_setaffinity(0, setup["cpus"])
     if not drop_capabilities() and os.geteuid() == 0:
         print("sandbox_worker: could not drop the capabilities of a root worker", file=sys.stderr)
         return 3
+    if setup.get("landlock"):
+        try:
+            apply_landlock(setup["landlock"])
+        except Exception as exc:
+            print(f"sandbox_worker: could not apply Landlock: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
     for module_name in setup.get("preload") or []:  # trusted modules, imported while nothing waits on us
         importlib.import_module(module_name)
     while True:
@@ -268,6 +312,8 @@ def serve(result_fd: int) -> int:
             print(f"sandbox_worker: bad request: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 3
         print(f"--- request {nonce[:8]}: {entry}", flush=True)
+        if cpu_per_request:
+            _cpu_budget(cpu_per_request)
         try:
             module_name, _, func_name = entry.partition(":")
             result = getattr(importlib.import_module(module_name), func_name)("", **kwargs)
@@ -330,6 +376,12 @@ def main(argv: list[str]) -> int:
             os.sched_setaffinity(0, spec["cpus"])
         if not drop_capabilities() and os.geteuid() == 0:
             raise RuntimeError("could not drop the capabilities of a root worker: refusing to run the entry")
+        if spec.get("landlock"):
+            try:
+                apply_landlock(spec["landlock"])  # before the entry's import: still one thread
+            except Exception as exc:
+                raise RuntimeError(f"could not apply Landlock ({type(exc).__name__}: {exc}): refusing to run "
+                                   "the entry") from exc
         module_name, _, func_name = entry.partition(":")
         import importlib
 
