@@ -6,7 +6,7 @@
 ``train``: the seed CNN (seeds/mnist1d/cnn.py) on MNIST-1D, batch 128, AdamW lr 0.01 (the paper's EVAL), in
 one process, one after the other on the same device: evo's trainer (``train_and_evaluate``, evaluations every
 250 steps included), the same jitted step from a bare Python loop, the same step ``--chunks`` at a time inside
-``lax.scan`` (the per-backend choice of evo.search.devices.TRAIN_LOOP rests on loop vs scan), and a plain PyTorch loop of
+``lax.scan`` (the per-backend choice of evo.tasks.mnist1d.train.TRAIN_LOOP_MEASURED rests on loop vs scan), and a plain PyTorch loop of
 the same net on the same batches (with the same evaluations). Ratios are in the same run.
 
 ``children``: children per hour through ``evaluator=local`` (evo.search.evaluators.LocalEvaluator, the real sandbox,

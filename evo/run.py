@@ -36,7 +36,7 @@ _RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "soft_pro
 # ...except these, which change where or how fast things run, not what is sampled.
 _RESUME_FREE = {"search": ("rounds", "schedule.rounds"), "lm": ("threads", "device", "cache_dir", "name", "concurrency", "timeout_s",
                                               "max_retries", "backoff_s", "api_key_env"),
-                "soft_prompt": ("micro_batch_size",)}
+                "soft_prompt": ("micro_batch_size",), "task": ("train_loop",)}
 
 
 def _fingerprint(cfg: DictConfig) -> dict:

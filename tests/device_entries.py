@@ -21,3 +21,13 @@ def seen_devices(code, *, folder: str, names: list, env_keys: list):
     dev_nvidia = sorted(n for n in os.listdir("/dev") if n.startswith("nvidia"))
     return {"listing": listing, "first_bytes": first_bytes, "dev_nvidia": dev_nvidia,
             "env": {k: os.environ.get(k) for k in env_keys}}
+
+
+def export_seen(code, *, folder: str, names: list, env_keys: list, platforms=None):
+    """Stand-in untrusted stage of a TWO_STAGE entry: what it could see, and the platforms it was asked to export for."""
+    return {"exported": {**seen_devices(code, folder=folder, names=names, env_keys=env_keys), "platforms": platforms}}
+
+
+def score_seen(code, *, folder: str, names: list, env_keys: list, exported: dict):
+    """Stand-in trusted stage: what the untrusted stage saw, and what this one sees."""
+    return {"untrusted": exported, "trusted": seen_devices(code, folder=folder, names=names, env_keys=env_keys)}

@@ -32,6 +32,12 @@ def test_a_wrong_type_in_a_group_option_names_the_key_and_a_fix(cfg_factory, ove
     assert message in str(err.value)
 
 
+def test_an_unknown_train_loop_names_the_choices(cfg_factory):
+    with pytest.raises(ConfigError) as err:
+        validate(cfg_factory("task.train_loop=unrolled"), needs_lm=False)
+    assert "task.train_loop='unrolled'" in str(err.value) and "auto, loop, scan" in str(err.value)
+
+
 def test_values_that_convert_and_interpolations_pass(cfg_factory):
     # an int where the class takes a float, a null where it takes Optional, the defaults' interpolations
     validate(cfg_factory("task.learning_rate=1", "evaluator.workers=null", "surrogate=cole"), needs_lm=False)

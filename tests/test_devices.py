@@ -9,6 +9,7 @@ GPU check script (benchmarks/device_check.sh) runs them on the project's GPU mac
 from __future__ import annotations
 
 import os
+import pathlib
 import stat
 
 import pytest
@@ -170,6 +171,46 @@ def test_bwrap_child_sees_exactly_its_gpu_files(tmp_path):
 
 
 @needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of stand-in character devices needs root")
+def test_the_untrusted_stage_of_a_gpu_child_runs_on_the_cpu_and_exports_for_cuda(tmp_path, monkeypatch):
+    # run_in_sandbox's real two-stage path, with stand-in stages that report what they see (registered in TWO_STAGE)
+    from evo.sandbox import runner
+    monkeypatch.setitem(runner.TWO_STAGE, "device_entries:two_stage",
+                        ("device_entries:export_seen", "device_entries:score_seen", ("folder", "names", "env_keys"),
+                         ("exported",)))
+    folder = tmp_path / "devs"
+    folder.mkdir()
+    files = _stand_in_devices(str(folder))
+    slot = plan_devices([Gpu(0)], workers_per_gpu=1, lm_device="cpu", device_files={0: [files["nvidia0"]]},
+                        control_files=[files["nvidiactl"]]).slots[0]
+    keys = ["CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "JAX_PLATFORMS"]
+    res = run_in_sandbox("device_entries:two_stage", {"folder": str(folder), "names": sorted(files), "env_keys": keys},
+                         "", SandboxLimits(timeout_s=60, isolation="bwrap", memory_mb=None),
+                         extra_pythonpath=[TESTS_DIR], extra_env=dict(slot.env), devices=slot.devices)
+    assert res.status == "ok", res.reason + res.log_tail
+    untrusted, trusted = res.payload["untrusted"], res.payload["trusted"]
+    assert untrusted["listing"] == [] and untrusted["dev_nvidia"] == []   # no GPU device file at all
+    assert untrusted["env"] == {"CUDA_VISIBLE_DEVICES": "", "XLA_PYTHON_CLIENT_PREALLOCATE": None, "JAX_PLATFORMS": "cpu"}
+    assert untrusted["platforms"] == ["cuda"]
+    assert trusted["listing"] == ["nvidia0", "nvidiactl"]                # the trusted trainer keeps its GPU
+    assert trusted["env"] == {"CUDA_VISIBLE_DEVICES": "0", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_PLATFORMS": None}
+
+
+def test_a_child_exported_on_this_cpu_for_cuda_passes_the_gpu_check_only():
+    # the untrusted stage can export for a GPU it does not have: jax lowers for cuda here, and the trusted module
+    # check accepts the modules for a GPU trainer and refuses them for a CPU one
+    from evo.outcome import ChildFailure
+    from evo.sandbox.exported import deserialize, inspect_modules
+    from evo.tasks.mnist1d.harness import export_source
+    code = (pathlib.Path(TESTS_DIR).parent / "seeds" / "mnist1d" / "cnn.py").read_text()
+    modules = {name: deserialize(text, name) for name, text in export_source(code, platforms=["cuda"])["exported"].items()}
+    assert all(m.platforms == ("cuda",) for m in modules.values())
+    inspect_modules(modules, "gpu")
+    with pytest.raises(ChildFailure, match="lowered for"):
+        inspect_modules(modules, "cpu")
+
+
+@needs_bwrap
 def test_bwrap_cpu_child_gets_no_device_files():
     res = run_in_sandbox("device_entries:seen_devices", {"folder": "/nonexistent", "names": [],
                                                           "env_keys": ["JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES"]},
@@ -233,15 +274,6 @@ def test_real_gpu_child_trains_on_its_gpu(tmp_path):
     result = evaluate_for_slot(base, ev.plan.slots[0])(next(iter(task.seed_programs().values())))
     assert result.status == "ok", result.reason
     assert result.device == "gpu"
-
-
-def test_train_loop_choice_per_backend():
-    from evo.search.devices import train_loop_for
-    assert train_loop_for("auto", "cpu") == "loop"      # measured on this CPU
-    assert train_loop_for("auto", "gpu") == "loop"      # not measured yet: the loop
-    assert train_loop_for("scan", "cpu") == "scan"
-    with pytest.raises(ValueError, match=r"task\.train_loop"):
-        train_loop_for("unrolled", "cpu")
 
 
 def test_device_check_measures_loop_scan_and_torch():

@@ -114,6 +114,25 @@ def test_training_is_deterministic(data_path):
     assert strip[0]["final_train_loss"] != strip[2]["final_train_loss"]
 
 
+def test_scan_steps_through_the_same_training_as_the_loop(data_path):
+    # train_loop=scan runs the steps between two evaluations in one lax.scan: the same batches in the same order,
+    # so the same training up to float rounding. 25 steps, evaluations every 10: chunks of 10, 10 and 5
+    code = (SEED_DIR / "cnn.py").read_text()
+    loop, scan = (evaluate_source(code, data_path, steps=25, eval_every=10, train_loop=k) for k in ("loop", "scan"))
+    assert scan["num_params"] == loop["num_params"]
+    assert scan["final_train_loss"] == pytest.approx(loop["final_train_loss"], rel=1e-4)
+    assert scan["val_accuracy"] == pytest.approx(loop["val_accuracy"], abs=0.005)
+    with pytest.raises(ValueError, match=r"task\.train_loop"):
+        evaluate_source(code, data_path, steps=5, train_loop="unrolled")
+
+
+def test_train_loop_choice_per_backend():
+    from evo.tasks.mnist1d.train import train_loop_for
+    assert train_loop_for("auto", "cpu") == "loop"      # measured on this CPU
+    assert train_loop_for("auto", "gpu") == "loop"      # not measured yet: the loop
+    assert train_loop_for("scan", "cpu") == "scan"
+
+
 @pytest.mark.slow
 def test_seed_cnn_reaches_paper_accuracy(data_path):
     """The paper protocol (8000 AdamW steps, lr 0.01, batch 128): >= 88% best validation accuracy."""

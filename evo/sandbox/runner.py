@@ -67,7 +67,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 from evo import outcome
@@ -600,7 +600,8 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     anything the child does (only for a bad configuration on our side).
 
     An entry of ``TWO_STAGE`` is evaluated in two sandboxed processes instead: its untrusted entry on
-    ``code`` (without ``readonly_paths``), then its trusted entry, which never runs child code, on what the
+    ``code`` (without ``readonly_paths``; on the CPU even for a GPU child, exporting for the child's platforms),
+    then its trusted entry, which never runs child code, on what the
     first returned; the result is the trusted stage's (or the first stage's failure). ``wall_s`` is the sum,
     ``log_tail`` the end of both logs.
     """
@@ -613,8 +614,20 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     if entry not in TWO_STAGE:
         return _run_one(entry, kwargs, code, limits, readonly_paths, log_path=log_path, **common)
     untrusted, trusted, untrusted_keys, payload_keys = TWO_STAGE[entry]
-    first = _run_one(untrusted, {k: kwargs[k] for k in untrusted_keys if k in kwargs}, code, limits, (),
-                     log_path=log_path, **common)
+    first_kwargs = {k: kwargs[k] for k in untrusted_keys if k in kwargs}
+    first_limits, first_common = limits, common
+    jax_platforms = (extra_env or {}).get("JAX_PLATFORMS", "cpu")
+    # None: a GPU slot removed it (evo.search.devices), so jax takes the GPU it finds there: an NVIDIA one, cuda
+    platforms = ["cuda"] if jax_platforms is None else [p for p in jax_platforms.split(",") if p]
+    if platforms != ["cpu"]:
+        # A GPU child: the untrusted stage only builds and exports, so it runs on the CPU (no GPU device files, no
+        # GPU in its environment, RLIMIT_AS back on) and exports for the platform the trusted stage trains on.
+        first_kwargs["platforms"] = platforms
+        first_env = {**(extra_env or {}), "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "",
+                     "XLA_PYTHON_CLIENT_MEM_FRACTION": None, "XLA_PYTHON_CLIENT_PREALLOCATE": None}
+        first_common = {**common, "extra_env": first_env, "devices": ()}
+        first_limits = replace(limits, address_space=True)
+    first = _run_one(untrusted, first_kwargs, code, first_limits, (), log_path=log_path, **first_common)
     if first.status != outcome.OK:
         return first
     payload = {k: first.payload[k] for k in payload_keys if k in first.payload and k not in kwargs}

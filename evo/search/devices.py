@@ -201,22 +201,3 @@ def visible_gpus(environ: Mapping[str, str] = os.environ, dev_dir: str = "/dev",
 
 def existing_control_files(candidates: Sequence[str] = CONTROL_FILES) -> tuple[str, ...]:
     return tuple(p for p in candidates if os.path.exists(p))
-
-
-# ------------------------------------------------------------------------- the trainer's loop per backend
-
-# The MNIST-1D trainer's loop, by measurement per JAX backend: "loop" (one jitted step per Python iteration) or
-# "scan" (lax.scan over chunks of steps). CPU: the loop, ~7x faster on the 2-core VM (evo/tasks/mnist1d/train.py's
-# docstring; benchmarks/device_check.py train --device cpu measured scan at 0.08x the loop over 300 steps, under
-# load). GPU: not measured yet (no GPU lent so far): the loop until benchmarks/device_check.sh's train part says
-# otherwise (its "faster_loop"); enter the measured winner here.
-TRAIN_LOOP_MEASURED = {"cpu": "loop"}
-TRAIN_LOOP_CHOICES = ("auto", "loop", "scan")
-
-
-def train_loop_for(choice: str, backend: str) -> str:
-    """``loop`` or ``scan`` for a trainer on JAX ``backend`` (jax.default_backend()): ``auto`` takes the
-    measured winner for that backend (the loop where nothing was measured)."""
-    if choice not in TRAIN_LOOP_CHOICES:
-        raise ValueError(f"task.train_loop={choice!r}: choose one of {', '.join(TRAIN_LOOP_CHOICES)}")
-    return TRAIN_LOOP_MEASURED.get(backend, "loop") if choice == "auto" else choice

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from evo.errors import fail
 from evo.tasks.base import Prepared, Task
 
 PRELUDE = "import flax.linen as nn\nimport jax.numpy as jnp"
@@ -23,18 +24,27 @@ class MNIST1DTask(Task):
                  dataset_seed: int = 42, split_seed: int = 0, train_seed: int = 0,
                  allowed_imports: Sequence[str] = ("flax", "jax", "numpy", "math", "functools"),
                  seeds_dir: Optional[str] = None, banned_words: Sequence[str] = (), name: str = "mnist1d",
-                 fit_on_val: bool = False, shuffle: bool = True):
+                 fit_on_val: bool = False, shuffle: bool = True, train_loop: str = "auto"):
         # fit_on_val, shuffle: only for the MNIST-1D paper's protocol (benchmarks/mnist1d_published.py,
         # passed as +task.fit_on_val=true); not in conf/task/mnist1d.yaml, so stored runs' task settings
         # (and their resume checks) are unchanged. See train_and_evaluate.
         self.train_kwargs = dict(steps=train_steps, batch_size=batch_size, learning_rate=learning_rate,
-                                 weight_decay=weight_decay, eval_every=eval_every, seed=train_seed)
+                                 weight_decay=weight_decay, eval_every=eval_every, seed=train_seed,
+                                 train_loop=train_loop)
         if fit_on_val or not shuffle:
             self.train_kwargs.update(fit_on_val=bool(fit_on_val), shuffle=bool(shuffle))
         self.data_kwargs = dict(dataset_seed=dataset_seed, val_size=val_size, split_seed=split_seed)
         self.allowed_imports = list(allowed_imports)
         self.seeds_dir = seeds_dir
         self.banned_words = list(banned_words)
+
+    @classmethod
+    def check_config(cls, node, cfg) -> None:
+        super().check_config(node, cfg)
+        from evo.tasks.mnist1d.train import TRAIN_LOOP_CHOICES  # train.py imports jax, flax, optax: not at module level
+        if node.get("train_loop", "auto") not in TRAIN_LOOP_CHOICES:
+            fail("task.train_loop", node.train_loop, f"Allowed values: {', '.join(TRAIN_LOOP_CHOICES)}.",
+                 "pass task.train_loop=auto (the measured winner for the backend).")
 
     def grammar(self) -> str:
         """The ``@nn.compact`` body language, keywords from the installed flax (evo/tasks/mnist1d/grammar.py)."""

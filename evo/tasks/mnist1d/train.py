@@ -20,7 +20,8 @@ So: one jitted step per Python iteration, with the train state donated (updated 
 data and a precomputed permutation of example indices resident on the device, and the batch
 gathered inside the step from ``state.step`` (no host-to-device copy per step). The running loss
 sum and the first non-finite step are kept in the state too, so the loop never waits on the
-device between evaluations. On a GPU re-measure (a scanned chunk may win there).
+device between evaluations. On a GPU re-measure (a scanned chunk may win there): ``train_loop`` chooses,
+and ``auto`` takes the measured winner per backend from ``TRAIN_LOOP_MEASURED``.
 
 For a 1-thread child set ``harness.CHILD_ENV`` before jax is imported and pin the process to one
 core (see the notes there: XLA:CPU sizes its thread pool by the CPU affinity). Training is
@@ -124,6 +125,33 @@ def make_train_step(batch_size: int, loss_and_grad=None):
     return train_step
 
 
+# How the trainer steps, by measurement per JAX backend: "loop" (one jitted step per Python iteration) or "scan"
+# (lax.scan over the steps between two evaluations, one dispatch per chunk). CPU: the loop, ~7x faster on the 2-core
+# VM (above; benchmarks/device_check.py train --device cpu measured scan at 0.08x the loop over 300 steps, under
+# load). GPU: not measured yet (no GPU lent so far): the loop until benchmarks/device_check.sh's train part says
+# otherwise (its "faster_loop"); enter the measured winner here.
+TRAIN_LOOP_MEASURED = {"cpu": "loop"}
+TRAIN_LOOP_CHOICES = ("auto", "loop", "scan")
+
+
+def train_loop_for(choice: str, backend: str) -> str:
+    """``loop`` or ``scan`` on JAX ``backend`` (jax.default_backend()): ``auto`` takes the measured winner for that
+    backend (the loop where nothing was measured)."""
+    if choice not in TRAIN_LOOP_CHOICES:
+        raise ValueError(f"task.train_loop={choice!r}: choose one of {', '.join(TRAIN_LOOP_CHOICES)}")
+    return TRAIN_LOOP_MEASURED.get(backend, "loop") if choice == "auto" else choice
+
+
+def make_train_chunk(train_step, length: int):
+    """``length`` steps of ``train_step`` in one ``lax.scan``: (state, x, y, order) -> state, the same steps in the
+    same order as ``length`` calls of the step (jit it with the state donated)."""
+
+    def train_chunk(state: TrainState, x: jax.Array, y: jax.Array, order: jax.Array) -> TrainState:
+        return jax.lax.scan(lambda s, _: (train_step(s, x, y, order), None), state, None, length=length)[0]
+
+    return train_chunk
+
+
 def make_eval_step(apply_fn, split: int):
     """A pure evaluation: (params, x, y) -> correct predictions on x[:split] and on x[split:].
 
@@ -140,7 +168,7 @@ def make_eval_step(apply_fn, split: int):
 def train_and_evaluate(model: nn.Module, splits: dict, *, steps: int = 8000, batch_size: int = 128,
                        learning_rate: float = 0.01, weight_decay: float = 1e-4, eval_every: int = 250,
                        seed: int = 0, fit_on_val: bool = False, shuffle: bool = True,
-                       loss_and_grad=None) -> dict:
+                       loss_and_grad=None, train_loop: str = "auto") -> dict:
     """Train ``model`` with AdamW on ``splits`` and score it (the paper's EVAL).
 
     Validation and test accuracy are measured every ``eval_every`` steps and after the last step.
@@ -148,7 +176,8 @@ def train_and_evaluate(model: nn.Module, splits: dict, *, steps: int = 8000, bat
     best_step, final_train_loss (mean training loss over the steps since the previous
     evaluation), compile_s, train_s (the loop, evaluations included) and steps_per_s.
     Raises ``ChildFailure(NAN, ...)`` if a training loss is NaN or infinite. ``loss_and_grad``: see
-    ``make_train_step`` (the trusted stage passes an exported child's).
+    ``make_train_step`` (the trusted stage passes an exported child's). ``train_loop``: loop | scan | auto
+    (``train_loop_for``); both step through the same batches and give the same training up to float rounding.
 
     For the check against the MNIST-1D paper's own protocol (benchmarks/mnist1d_published.py), not
     used by the search: ``fit_on_val`` trains on the validation examples too (all 4000 training
@@ -158,6 +187,7 @@ def train_and_evaluate(model: nn.Module, splits: dict, *, steps: int = 8000, bat
     """
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError("steps, batch_size and eval_every must be positive")
+    scan = train_loop_for(train_loop, jax.default_backend()) == "scan"
     fit_x, fit_y = splits["x_train"], splits["y_train"]
     if fit_on_val:
         fit_x, fit_y = np.concatenate([fit_x, splits["x_val"]]), np.concatenate([fit_y, splits["y_val"]])
@@ -175,18 +205,26 @@ def train_and_evaluate(model: nn.Module, splits: dict, *, steps: int = 8000, bat
         tx=optax.adamw(learning_rate, weight_decay=weight_decay),
         loss_sum=jnp.zeros((), jnp.float32), bad_step=jnp.full((), -1, jnp.int32))
 
+    # evaluations every eval_every steps and after the last; training advances from one to the next
+    points = list(range(eval_every, steps, eval_every)) + [steps]
     t0 = time.perf_counter()
-    step_fn = jax.jit(make_train_step(batch_size, loss_and_grad), donate_argnums=0).lower(
-        state, x_train, y_train, order).compile()
+    train_step = make_train_step(batch_size, loss_and_grad)
+    if scan:  # one compiled chunk per distinct distance between evaluations (at most two)
+        chunks = {n: jax.jit(make_train_chunk(train_step, n), donate_argnums=0).lower(
+            state, x_train, y_train, order).compile() for n in sorted({b - a for a, b in zip([0] + points, points)})}
+    else:
+        step_fn = jax.jit(train_step, donate_argnums=0).lower(state, x_train, y_train, order).compile()
     eval_fn = jax.jit(make_eval_step(model.apply, n_val)).lower(state.params, x_eval, y_eval).compile()
     compile_s = time.perf_counter() - t0
 
     best_val, best_test, best_step, last_loss, last_eval = -1.0, 0.0, 0, math.nan, 0
     t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        state = step_fn(state, x_train, y_train, order)
-        if step % eval_every and step != steps:
-            continue
+    for step in points:
+        if scan:
+            state = chunks[step - last_eval](state, x_train, y_train, order)
+        else:
+            for _ in range(step - last_eval):
+                state = step_fn(state, x_train, y_train, order)
         bad_step, loss_sum = jax.device_get((state.bad_step, state.loss_sum))
         if bad_step >= 0:
             raise ChildFailure(NAN, f"training loss became non-finite at step {int(bad_step)} of {steps}")
