@@ -51,6 +51,7 @@ so no child can read another process's /proc/<pid>/environ, mem or fd/ even with
 from __future__ import annotations
 
 import atexit
+import functools
 import hmac
 import json
 import logging
@@ -310,19 +311,14 @@ def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str
     return "+".join(parts)
 
 
+@functools.lru_cache(maxsize=None)
 def _landlock_abi() -> int:
     """The kernel's Landlock ABI version (0: none: too old a kernel, disabled at boot, or landlockpy missing)."""
-    if not _LANDLOCK_ABI:
-        try:
-            import landlockpy  # optional at import time: a host without it runs without Landlock, and says so
-
-            _LANDLOCK_ABI.append(landlockpy.abi_version())
-        except ImportError:
-            _LANDLOCK_ABI.append(0)
-    return _LANDLOCK_ABI[0]
-
-
-_LANDLOCK_ABI: list[int] = []
+    try:
+        import landlockpy  # an install without it runs without Landlock, and the run log says so
+    except ImportError:
+        return 0
+    return landlockpy.abi_version()
 
 
 def _use_landlock(limits: SandboxLimits, use_bwrap: bool) -> bool:
@@ -333,7 +329,7 @@ def _use_landlock(limits: SandboxLimits, use_bwrap: bool) -> bool:
 def _landlock_rules(private: str, readonly_paths: Sequence[str], devices: Sequence[str]) -> dict:
     """What a child confined by Landlock may touch: the paths bwrap would show it, at their host paths (the worker
     enforces them, evo.sandbox.worker.apply_landlock). read: read and execute beneath; write: everything beneath."""
-    read = [top for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")]
+    read = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
     read += [os.path.join("/etc", name) for name in _ETC_FILES]
     # /proc: the worker walks it to kill leftovers, jax reads cpuinfo; other processes' environ, mem and fd/ stay
     # refused (non-dumpable, no capabilities). /sys: jax reads the CPU topology.
