@@ -7,12 +7,14 @@ import shutil
 import sqlite3
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from evo import outcome
 from evo.archive import Archive
 from evo.archive.database import RESULT_COLUMNS
+from evo.archive.runs import RunsError, command, open_archive, opened
 from evo.search.program import code_hash
 
 OLD_RUN = Path(__file__).resolve().parent / "data" / "old_layout_run" / "run"
@@ -117,3 +119,43 @@ def test_an_evaluation_is_stored_whole_in_new_and_old_archives(tmp_path, old):
     with pytest.raises(KeyError, match="not result columns"):
         a.record_result(cid, wall_s=1.0)
     a.close()
+
+
+def test_opened_closes_every_archive_it_opened_when_a_later_one_fails_or_the_work_raises(tmp_path, capsys):
+    for name in ("a", "b"):
+        Archive(tmp_path / name / "archive.sqlite").close()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "archive.sqlite").write_text("not a database")
+    seen = []
+
+    def open_one(folder):
+        archive, _ = open_archive(folder / "archive.sqlite", cache=False)   # RunsError for c
+        seen.append(SimpleNamespace(archive=archive))
+        return seen[-1]
+
+    def is_closed(archive) -> bool:
+        try:
+            archive.count()
+        except sqlite3.ProgrammingError:   # "Cannot operate on a closed database"
+            return True
+        return False
+
+    with opened([tmp_path / "a", tmp_path / "b"], open_one) as runs:
+        assert len(runs) == 2 and not any(is_closed(r.archive) for r in runs)
+    assert all(is_closed(r.archive) for r in runs)
+    seen.clear()
+    with pytest.raises(RunsError, match="cannot be read as an archive"):
+        with opened([tmp_path / "a", tmp_path / "b", tmp_path / "c"], open_one):
+            raise AssertionError("not reached: c fails to open")
+    assert len(seen) == 2 and all(is_closed(r.archive) for r in seen)
+    seen.clear()
+    with pytest.raises(ZeroDivisionError):
+        with opened([tmp_path / "a"], open_one):
+            1 / 0
+    assert len(seen) == 1 and is_closed(seen[0].archive)
+    # a command's RunsError is its exit code 2 and one line on stderr; any other error is not swallowed
+    assert command(lambda: None) == 0
+    assert command(lambda: open_archive(tmp_path / "c" / "archive.sqlite", cache=False)) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'c' / 'archive.sqlite'} cannot be read")
+    with pytest.raises(ZeroDivisionError):
+        command(lambda: 1 / 0)

@@ -61,7 +61,7 @@ import numpy as np
 from evo import outcome
 from evo.archive import Archive
 from evo.archive.moved import current_paths
-from evo.archive.runs import ARCHIVE, RunsError, find_run_folders
+from evo.archive.runs import ARCHIVE, RunsError, command, find_run_folders, opened
 from evo.analysis.lineage import write_sweep_page
 from evo.analysis.metrics import hypervolume_ref, pareto_front, run_hypervolume, top_children
 
@@ -808,10 +808,7 @@ def compare(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns the paths written."""
     out = args.out or Path("outputs") / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
     folders = fetch_wandb(args.wandb, out) if args.wandb else find_run_folders(args.runs)
-    runs = []
-    try:
-        for folder in folders:
-            runs.append(load_run(folder))
+    with opened(folders, load_run) as runs:
         check_same_task(runs)
         mismatch = check_same_protocol(runs, getattr(args, "allow_protocol_mismatch", False))
         variants = group_variants(runs, args.by)
@@ -879,19 +876,11 @@ def compare(args: argparse.Namespace) -> dict:
             log_wandb(args.wandb, paths, rows)
         print("wrote:\n" + "\n".join(f"  {p}" for p in paths.values()))
         return paths
-    finally:
-        for r in runs:
-            r.archive.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        compare(args)
-    except RunsError as exc:   # CompareError among them
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return command(lambda: compare(args))   # exit code 2 for a RunsError (CompareError among them)
 
 
 if __name__ == "__main__":

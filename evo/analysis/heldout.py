@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 from evo import outcome
 from evo.analysis.compare import (CompareError, check_same_protocol, check_same_task, drop_twins, group_variants,
                                   incomplete_runs, load_run)
-from evo.archive.runs import RunsError, find_run_folders
+from evo.archive.runs import command, find_run_folders, opened
 
 RESULTS = "heldout.jsonl"
 SETTINGS = "settings.json"
@@ -183,10 +183,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def heldout(args: argparse.Namespace) -> dict:
     folders = find_run_folders(args.runs)
     out = args.out or (Path(args.runs[0]) if Path(args.runs[0]).is_dir() else folders[0]) / "heldout"
-    runs = []
-    try:
-        for folder in folders:
-            runs.append(load_run(folder))
+    with opened(folders, load_run) as runs:
         check_same_task(runs)
         check_same_protocol(runs, allow=False)
         variants = group_variants(runs, args.by)
@@ -250,19 +247,11 @@ def heldout(args: argparse.Namespace) -> dict:
                                                       "variants": rows}, indent=2))
         print(text + f"wrote {out / 'heldout.md'}, {out / 'heldout.json'}, {results}")
         return {"out": out, "rows": rows}
-    finally:
-        for r in runs:
-            r.archive.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        heldout(args)
-    except RunsError as exc:   # CompareError among them
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return command(lambda: heldout(args))   # exit code 2 for a RunsError (CompareError among them)
 
 
 if __name__ == "__main__":

@@ -40,13 +40,14 @@ import math
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from evo.archive.runs import RunsError, dataset_trained, find_archives, is_dataset, open_archive, trained_programs
+from evo.archive.runs import (RunsError, command, dataset_trained, find_archives, is_dataset, open_archive, opened,
+                             trained_programs)
 HEADS = ("ridge", "mlp_ensemble", "gbt")
 EMBEDDERS = ("minilm", "operator")
 MIN_CHILDREN = 20    # 10 to train on and 10 held out, the fewest where "top 10%" is one child
@@ -173,6 +174,7 @@ class Source:
     archive: object              # evo.archive.Archive; None for a dataset file (evo.dataset), which caches nothing
     writable: bool
     hashes: list                 # its trained programs' code hashes (all of them, also those pooled from elsewhere)
+    programs: list = field(default_factory=list, repr=False)   # its trained programs (Program), id order
 
 
 @dataclass
@@ -185,20 +187,26 @@ class Program:
     source: str
 
 
-def load_programs(paths: Sequence[Path], cache: bool) -> tuple[list[Source], list[Program]]:
-    """Open the archives and pool their trained children, one per code hash, in archive then id order."""
-    sources, pool = [], {}
-    for path in paths:
-        if is_dataset(path):
-            archive, writable, rows = None, False, dataset_trained(path)
-        else:
-            archive, writable = open_archive(path, cache)
-            rows = trained_programs(archive)
-        sources.append(Source(path, archive, writable, [r["code_hash"] for r in rows]))
-        for r in rows:
-            pool.setdefault(r["code_hash"], Program(r["code_hash"], r["code"], int(r["num_params"]),
-                                                    float(r["val_accuracy"]), int(r["round"]), str(path)))
-    return sources, list(pool.values())
+def open_source(path: Path, cache: bool) -> Source:
+    """One archive (writable for the embedding cache where ``cache`` asks and the file allows) or dataset file,
+    with its trained programs in id order. ``with opened(paths, lambda p: open_source(p, cache))`` closes them."""
+    if is_dataset(path):
+        archive, writable, rows = None, False, dataset_trained(path)
+    else:
+        archive, writable = open_archive(path, cache)
+        rows = trained_programs(archive)
+    programs = [Program(r["code_hash"], r["code"], int(r["num_params"]), float(r["val_accuracy"]), int(r["round"]),
+                        str(path)) for r in rows]
+    return Source(path, archive, writable, [p.code_hash for p in programs], programs)
+
+
+def pool_programs(sources: Sequence[Source]) -> list[Program]:
+    """The sources' trained children pooled, one per code hash (its first), in source then id order."""
+    pool: dict = {}
+    for s in sources:
+        for p in s.programs:
+            pool.setdefault(p.code_hash, p)
+    return list(pool.values())
 
 
 # ---------------------------------------------------------------- embeddings
@@ -470,8 +478,8 @@ def report(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns the paths written."""
     check_args(args)
     paths = find_archives(args.inputs)
-    sources, programs = load_programs(paths, args.cache)
-    try:
+    with opened(paths, lambda path: open_source(path, args.cache)) as sources:
+        programs = pool_programs(sources)
         n = len(programs)
         if n < MIN_CHILDREN:
             raise QualityError(f"only {n} trained children (status ok or filtered, with a parameter count, one per "
@@ -510,20 +518,11 @@ def report(args: argparse.Namespace) -> dict:
         print(text)
         print("wrote:\n" + "\n".join(f"  {p}" for p in files.values()))
         return files
-    finally:
-        for s in sources:
-            if s.archive is not None:
-                s.archive.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        report(args)
-    except RunsError as exc:   # QualityError among them
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return command(lambda: report(args))   # exit code 2 for a RunsError (QualityError among them)
 
 
 if __name__ == "__main__":
