@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from evo.config import ConfigError, register_configs, validate
-from evo.run import CONF_DIR
+from evo.config import ConfigError, validate
+from evo.run import CONF_DIR, exit_on_config_error, start_one_off
 
 
 def evaluate_file(cfg: DictConfig) -> dict:
@@ -48,17 +47,8 @@ def evaluate_file(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        result = evaluate_file(cfg)
-    except ConfigError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result), flush=True)
+    print(json.dumps(exit_on_config_error(lambda: evaluate_file(cfg))), flush=True)
 
 
 if __name__ == "__main__":
-    register_configs()
-    # One program needs no run folder of its own: keep Hydra's files out of outputs/.
-    sys.argv += ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
-                 "hydra/hydra_logging=disabled"]
-    main()
+    start_one_off(main)   # one program needs no run folder of its own: Hydra's files stay out of outputs/

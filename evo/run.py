@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import hydra
 from hydra.utils import get_class, instantiate
@@ -30,6 +31,7 @@ from evo.config import ConfigError, effective_search, register_configs, tunes_so
 log = logging.getLogger("evo")
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+T = TypeVar("T")
 
 # Keys that shape the search: a resumed run must agree on them with the run it continues.
 _RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "soft_prompt", "seed", "lm")
@@ -197,13 +199,32 @@ def run(cfg: DictConfig) -> float:
     return summary["best_fitness"] if summary["best_fitness"] is not None else float("-inf")
 
 
-@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def exit_on_config_error(work: Callable[[], T]) -> T:
+    """What ``work()`` returns; a ConfigError (raised before any compute) is printed as ``error: ...`` and the
+    command exits with code 2. The start of every Hydra command's ``main``."""
     try:
-        return run(cfg)
+        return work()
     except ConfigError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+# In front of a one-off command's arguments (evo.evaluate, evo.final_eval): it needs no run folder of its own,
+# so Hydra writes none (no .hydra/, no log file) and logs nothing of its own.
+ONE_OFF = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled")
+
+
+def start_one_off(main: Callable[[], Any], *extra: str) -> None:
+    """Start a one-off command's Hydra ``main``: the schema registered, :data:`ONE_OFF` and ``extra`` in front of
+    the user's arguments (so that flags such as ``--cfg job`` still parse, and the user's overrides come last)."""
+    register_configs()
+    sys.argv[1:1] = [*ONE_OFF, *extra]
+    main()
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    return exit_on_config_error(lambda: run(cfg))
 
 
 if __name__ == "__main__":

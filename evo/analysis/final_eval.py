@@ -60,9 +60,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from evo.config import register_configs, validate
+from evo.config import validate
 from evo.errors import ConfigError, fail
-from evo.run import CONF_DIR
+from evo.run import CONF_DIR, exit_on_config_error, start_one_off
 from evo.tasks.base import REPO_ROOT
 from evo.tasks.clrs.published import CLRS30, IBARZ_AVERAGE, TABLE3
 
@@ -504,25 +504,16 @@ _HELP = (   # goes through Hydra's override grammar: no double quotes inside
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        code = final_eval(cfg)
-    except ConfigError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code)
+    sys.exit(exit_on_config_error(lambda: final_eval(cfg)))
 
 
 def cli() -> None:
     """``python -m evo.final_eval``: Hydra's command line with the final evaluation's fixed arguments."""
-    register_configs()
-    # Results go to final_eval.out_dir: keep Hydra's own files out of outputs/. (In front of the user's
-    # arguments, so that flags such as --cfg job still parse.)
-    extra = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
-             "hydra.help.app_name=evo.final_eval", f'hydra.help.header="{_HELP}"']
+    # Results go to final_eval.out_dir: Hydra's own files stay out of outputs/ (start_one_off).
+    extra = ["hydra.help.app_name=evo.final_eval", f'hydra.help.header="{_HELP}"']
     if not any(a.startswith(("task=", "+task=", "~task")) for a in sys.argv[1:]):
         extra.insert(0, "task=clrs")   # the final evaluation is a CLRS protocol
-    sys.argv[1:1] = extra
-    main()
+    start_one_off(main, *extra)
 
 
 if __name__ == "__main__":
