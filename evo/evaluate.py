@@ -20,13 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from evo.config import ConfigError, validate
 from evo.run import CONF_DIR, exit_on_config_error, start_one_off
+from evo.sandbox.runner import SandboxLimits
+from evo.search.evaluators import cpu_slots
+from evo.search.filter_eval import FilterAndEval
+from evo.search.program import code_hash
 
 
 def evaluate_file(cfg: DictConfig) -> dict:
-    from evo.search.filter_eval import FilterAndEval
-    from evo.search.program import code_hash
-    from evo.sandbox.runner import SandboxLimits
-
     validate(cfg, needs_lm=False)
     if not cfg.child_file:
         raise ConfigError("child_file is not set. Fix: python -m evo.evaluate child_file=path/to/program.py")
@@ -39,7 +39,6 @@ def evaluate_file(cfg: DictConfig) -> dict:
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     evaluate = FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha)
-    from evo.search.evaluators import cpu_slots
     result = evaluate(code, cpus=cpu_slots(1, cfg.evaluator.get("pin_cpus", True))[0]).as_dict()
     result.pop("log_tail")
     return {"child_file": str(path), "code_hash": code_hash(code), **result}

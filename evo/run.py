@@ -25,8 +25,16 @@ import hydra
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from evo.analysis.lineage import write_lineage_safely
+from evo.analysis.report import write_report
+from evo.archive import Archive
 from evo.archive.moved import current_paths
 from evo.config import ConfigError, effective_search, register_configs, tunes_soft_prompt, validate
+from evo.sandbox.runner import SandboxLimits, describe_isolation
+from evo.search.crossmut import CrossMut
+from evo.search.filter_eval import FilterAndEval
+from evo.search.tuning import PromptTuningConfig
+from evo.tracking import hydra_info, slurm_ids
 
 log = logging.getLogger("evo")
 
@@ -115,7 +123,6 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
 def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
     """What started this process (SLURM job and restart, overrides), in the archive; the first start
     also stores the overrides and the resolved config, so an archive alone says which run it is."""
-    from evo.tracking import hydra_info, slurm_ids
     slurm = {f"slurm_{k}": v for k, v in slurm_ids().items()}
     overrides = hydra_info().get("overrides", [])   # none outside @hydra.main (tests that call run() directly)
     if archive.get_meta("overrides") is None:
@@ -126,12 +133,8 @@ def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
 
 def build_search(cfg: DictConfig, archive, on_round=None):
     """Every component of Algorithm 1 from the config (nothing is loaded or trained here)."""
-    from evo.search.crossmut import CrossMut
-    from evo.search.filter_eval import FilterAndEval
+    # the loop brings numpy (the surrogate) and tqdm: ~0.2 s of `python -m evo.run --help` that it does not need
     from evo.search.loop import EvoPrompting, SearchSettings
-    from evo.sandbox.runner import SandboxLimits, describe_isolation
-    from evo.search.tuning import PromptTuningConfig
-
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     log.info("sandbox: %s", describe_isolation(limits))
@@ -164,16 +167,12 @@ def build_search(cfg: DictConfig, archive, on_round=None):
 
 def _after_round(tracker, archive, run_dir: Path, t: int) -> None:
     """After each finished round (-1: the seeds): the logger, and lineage.html redrawn in the run folder."""
-    from evo.analysis.lineage import write_lineage_safely
     tracker.log_round(archive, t)
     write_lineage_safely(archive, run_dir)
 
 
 def run(cfg: DictConfig) -> float:
     """Build every component from the config, run Algorithm 1, report. Returns the best fitness."""
-    from evo.archive import Archive
-    from evo.analysis.report import write_report
-
     validate(cfg)
     tracker = instantiate(cfg.logger)
     run_dir = Path(cfg.run_dir)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import yaml
 
 from evo import outcome
 from evo.archive import Archive
@@ -139,7 +140,6 @@ def _meta_json(archive: Archive, key: str):
 
 
 def _hydra_yaml(folder: Path, name: str):
-    import yaml
     path = folder / ".hydra" / name
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
@@ -480,7 +480,7 @@ def paired_test(a: dict, b: dict, n: int, seed: int) -> dict:
     permutation_type="samples": each pair's two values swapped or not; exact, all 2^n flips, up to 13
     pairs). Effect: the mean difference a - b with a 95% percentile bootstrap CI over pairs, and
     Cohen's d_z (mean / sd of the differences; None when they do not vary)."""
-    from scipy import stats
+    from scipy import stats   # scipy takes ~1-2 s to import: only for the paired tests
 
     seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
     x = np.array([a[s] for s in seeds], dtype=float)
@@ -621,9 +621,10 @@ def write_runs_csv(rows: list[dict], path: Path) -> None:
 # ---------------------------------------------------------------- figures
 
 def _pyplot():
+    # matplotlib takes ~1 s to import: only when plotting
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg"): plots are files, no display
     return plt
 
 
@@ -699,7 +700,7 @@ def plot_fitness_curve(curves: dict[str, Optional[dict]], path: Path, seed_ref: 
 
 def _wandb():
     try:
-        import wandb
+        import wandb   # optional and slow to import: only for --wandb
     except ImportError:
         raise CompareError("--wandb needs the wandb package: pip install wandb (and wandb login)") from None
     return wandb
@@ -734,7 +735,6 @@ def fetch_wandb(spec: str, out: Path) -> list[Path]:
         folder = out / "wandb_runs" / run.id
         art.download(root=str(folder))
         if not (folder / ".hydra" / "config.yaml").exists() and run.config:
-            import yaml   # fallback for archives written before meta 'config' existed
             (folder / ".hydra").mkdir(parents=True, exist_ok=True)
             (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(dict(run.config)))
         folders.append(folder)

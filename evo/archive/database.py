@@ -406,7 +406,7 @@ class Archive:
     # -- the surrogate's embeddings --------------------------------------------------------------
     def embeddings(self, embedder: str, hashes: list[str]) -> dict:
         """code hash -> float32 vector, for those of ``hashes`` embedded before by ``embedder``."""
-        import numpy as np
+        import numpy as np   # only for the embeddings: `evo.run --help` and the analysis open archives without it
         out = {}
         for start in range(0, len(hashes), 500):   # SQLite's variable limit
             part = hashes[start:start + 500]
@@ -416,7 +416,7 @@ class Archive:
         return out
 
     def store_embeddings(self, embedder: str, vectors: dict) -> None:
-        import numpy as np
+        import numpy as np   # only for the embeddings: `evo.run --help` and the analysis open archives without it
         with self.transaction():
             self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
                                  [(h, embedder, np.asarray(v, dtype="<f4").tobytes()) for h, v in vectors.items()])

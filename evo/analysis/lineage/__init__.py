@@ -94,7 +94,7 @@ def tree_layout(nodes: list[dict]) -> dict[int, tuple[float, float]]:
     Sugiyama layout (crossing minimisation over the parent edges), then each layer evenly spaced and
     centred: Sugiyama also places a dummy node wherever an edge crosses a layer, and a parent used again
     many rounds later would stretch the layers to several times their children's count."""
-    import igraph
+    import igraph   # ~1 s to import: only when a tree is laid out (evo.tracking imports this module)
     if not nodes:
         return {}
     layer_of = {r: k for k, r in enumerate(sorted({n["round"] for n in nodes}))}
