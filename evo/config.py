@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, ValidationError
 from omegaconf.errors import OmegaConfBaseException
 
@@ -248,8 +250,6 @@ def _ask(group: str, cfg: DictConfig) -> None:
 def instantiate_checked(node: DictConfig):
     """``hydra.utils.instantiate``, but a ConfigError raised by the constructor comes out as itself
     (Hydra wraps it), so the entry points print the key and the fix instead of a traceback."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
     try:
         return instantiate(node)
     except InstantiationException as exc:
@@ -260,7 +260,6 @@ def instantiate_checked(node: DictConfig):
 
 def _class_of(group: str, node):
     """The class that a group's node instantiates (its ``_target_``), or None when it has no target."""
-    from hydra.utils import get_class
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     if not target:
         return None

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from evo.config import ConfigError, register_configs, validate
-from evo.run import CONF_DIR
+from evo.config import ConfigError, validate
+from evo.run import CONF_DIR, exit_on_config_error, start_one_off
+from evo.sandbox.runner import SandboxLimits
+from evo.search.evaluators import cpu_slots
+from evo.search.filter_eval import FilterAndEval
+from evo.search.program import code_hash
 
 
 def evaluate_file(cfg: DictConfig) -> dict:
-    from evo.search.filter_eval import FilterAndEval
-    from evo.search.program import code_hash
-    from evo.sandbox.runner import SandboxLimits
-
     validate(cfg, needs_lm=False)
     if not cfg.child_file:
         raise ConfigError("child_file is not set. Fix: python -m evo.evaluate child_file=path/to/program.py")
@@ -40,7 +39,6 @@ def evaluate_file(cfg: DictConfig) -> dict:
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     evaluate = FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha)
-    from evo.search.evaluators import cpu_slots
     result = evaluate(code, cpus=cpu_slots(1, cfg.evaluator.get("pin_cpus", True))[0]).as_dict()
     result.pop("log_tail")
     return {"child_file": str(path), "code_hash": code_hash(code), **result}
@@ -48,17 +46,8 @@ def evaluate_file(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        result = evaluate_file(cfg)
-    except ConfigError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result), flush=True)
+    print(json.dumps(exit_on_config_error(lambda: evaluate_file(cfg))), flush=True)
 
 
 if __name__ == "__main__":
-    register_configs()
-    # One program needs no run folder of its own: keep Hydra's files out of outputs/.
-    sys.argv += ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
-                 "hydra/hydra_logging=disabled"]
-    main()
+    start_one_off(main)   # one program needs no run folder of its own: Hydra's files stay out of outputs/

@@ -6,7 +6,9 @@ cascade the child was dropped; the reason string says why, for a person to read.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from enum import Enum
+from typing import Optional
 
 class Status(str, Enum):
     """A child's status: a ``str``, so it is stored in SQLite, written to JSON and compared as its value
@@ -66,3 +68,25 @@ class ChildFailure(Exception):
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
+
+
+@dataclass
+class Evaluation:
+    """What evaluating one child gave (FILTERANDEVAL's result). Its fields are the result columns of the
+    archive's ``children`` table (``evo.archive.database.RESULT_COLUMNS`` is read from them), so a new field
+    needs a column there (and a migration for older archives)."""
+    status: str
+    reason: str = ""
+    num_params: Optional[int] = None
+    val_accuracy: Optional[float] = None
+    test_accuracy: Optional[float] = None
+    fitness: Optional[float] = None
+    eval_seconds: Optional[float] = None
+    train_seconds: Optional[float] = None
+    compile_seconds: Optional[float] = None
+    device: Optional[str] = None       # what the child trained on: cpu | gpu | tpu
+    isolation: Optional[str] = None
+    log_tail: Optional[str] = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -19,17 +19,27 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import hydra
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from evo.analysis.lineage import write_lineage_safely
+from evo.analysis.report import write_report
+from evo.archive import Archive
 from evo.archive.moved import current_paths
 from evo.config import ConfigError, effective_search, register_configs, tunes_soft_prompt, validate
+from evo.sandbox.runner import SandboxLimits, describe_isolation
+from evo.search.crossmut import CrossMut
+from evo.search.filter_eval import FilterAndEval
+from evo.search.tuning import PromptTuningConfig
+from evo.tracking import hydra_info, slurm_ids
 
 log = logging.getLogger("evo")
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+T = TypeVar("T")
 
 # Keys that shape the search: a resumed run must agree on them with the run it continues.
 _RESUME_KEYS = ("task", "search", "crossmut", "selection", "ablation", "soft_prompt", "seed", "lm")
@@ -113,7 +123,6 @@ def _check_resume(archive, cfg: DictConfig) -> bool:
 def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
     """What started this process (SLURM job and restart, overrides), in the archive; the first start
     also stores the overrides and the resolved config, so an archive alone says which run it is."""
-    from evo.tracking import hydra_info, slurm_ids
     slurm = {f"slurm_{k}": v for k, v in slurm_ids().items()}
     overrides = hydra_info().get("overrides", [])   # none outside @hydra.main (tests that call run() directly)
     if archive.get_meta("overrides") is None:
@@ -124,12 +133,8 @@ def _record_start(archive, cfg: DictConfig, resumed: bool) -> None:
 
 def build_search(cfg: DictConfig, archive, on_round=None):
     """Every component of Algorithm 1 from the config (nothing is loaded or trained here)."""
-    from evo.search.crossmut import CrossMut
-    from evo.search.filter_eval import FilterAndEval
+    # the loop brings numpy (the surrogate) and tqdm: ~0.2 s of `python -m evo.run --help` that it does not need
     from evo.search.loop import EvoPrompting, SearchSettings
-    from evo.sandbox.runner import SandboxLimits, describe_isolation
-    from evo.search.tuning import PromptTuningConfig
-
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     log.info("sandbox: %s", describe_isolation(limits))
@@ -162,16 +167,12 @@ def build_search(cfg: DictConfig, archive, on_round=None):
 
 def _after_round(tracker, archive, run_dir: Path, t: int) -> None:
     """After each finished round (-1: the seeds): the logger, and lineage.html redrawn in the run folder."""
-    from evo.analysis.lineage import write_lineage_safely
     tracker.log_round(archive, t)
     write_lineage_safely(archive, run_dir)
 
 
 def run(cfg: DictConfig) -> float:
     """Build every component from the config, run Algorithm 1, report. Returns the best fitness."""
-    from evo.archive import Archive
-    from evo.analysis.report import write_report
-
     validate(cfg)
     tracker = instantiate(cfg.logger)
     run_dir = Path(cfg.run_dir)
@@ -197,13 +198,32 @@ def run(cfg: DictConfig) -> float:
     return summary["best_fitness"] if summary["best_fitness"] is not None else float("-inf")
 
 
-@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def exit_on_config_error(work: Callable[[], T]) -> T:
+    """What ``work()`` returns; a ConfigError (raised before any compute) is printed as ``error: ...`` and the
+    command exits with code 2. The start of every Hydra command's ``main``."""
     try:
-        return run(cfg)
+        return work()
     except ConfigError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+# In front of a one-off command's arguments (evo.evaluate, evo.final_eval): it needs no run folder of its own,
+# so Hydra writes none (no .hydra/, no log file) and logs nothing of its own.
+ONE_OFF = ("hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled")
+
+
+def start_one_off(main: Callable[[], Any], *extra: str) -> None:
+    """Start a one-off command's Hydra ``main``: the schema registered, :data:`ONE_OFF` and ``extra`` in front of
+    the user's arguments (so that flags such as ``--cfg job`` still parse, and the user's overrides come last)."""
+    register_configs()
+    sys.argv[1:1] = [*ONE_OFF, *extra]
+    main()
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    return exit_on_config_error(lambda: run(cfg))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 from urllib.parse import urlsplit
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from evo import outcome
@@ -126,7 +128,7 @@ class WandbLogger:
             log.info("W&B: disabled (%s)", why)
             return
         try:
-            import wandb
+            import wandb   # optional and slow to import: only for a run that logs
         except ImportError as exc:
             raise ImportError(f"logger=wandb needs the wandb package, which cannot be imported ({exc}). "
                               "Fix: pip install wandb, or pass logger=none.") from exc
@@ -427,14 +429,12 @@ def slurm_ids() -> dict[str, str]:
 
 def _hydra_config():
     try:
-        from hydra.core.hydra_config import HydraConfig
         return HydraConfig.get() if HydraConfig.initialized() else None
     except Exception:
         return None
 
 
 def _is_multirun(hc) -> bool:
-    from hydra.types import RunMode
     return hc is not None and hc.mode == RunMode.MULTIRUN
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from evo import outcome
 from evo.archive import Archive
+from evo.archive.database import RESULT_COLUMNS
+from evo.archive.runs import RunsError, command, open_archive, opened
 from evo.search.program import code_hash
 
 OLD_RUN = Path(__file__).resolve().parent / "data" / "old_layout_run" / "run"
@@ -89,3 +93,69 @@ def test_an_archive_written_before_the_enum_reads_through_the_named_queries(tmp_
     assert statuses and all(outcome.Status(s) in outcome.Status for s in statuses)
     assert len(a.children(round=-1)) == 4 and a.count(min_round=0, status=outcome.OK) == 1
     a.close()
+
+
+OLD_ARCHIVES = [OLD_RUN / "archive.sqlite",
+                *sorted((Path(__file__).resolve().parent / "data" / "ablation_flags_6f02ef3").glob("*.sqlite"))]
+
+
+@pytest.mark.parametrize("old", [None, *OLD_ARCHIVES], ids=lambda p: "new" if p is None else p.stem)
+def test_an_evaluation_is_stored_whole_in_new_and_old_archives(tmp_path, old):
+    # RESULT_COLUMNS is read from outcome.Evaluation's fields: every field must be a column that record_result
+    # can write and read back, in a fresh archive and in archives written by older code (after their migration).
+    assert RESULT_COLUMNS == tuple(f.name for f in fields(outcome.Evaluation)) and "log_tail" in RESULT_COLUMNS
+    path = tmp_path / "archive.sqlite"
+    if old is not None:
+        shutil.copy(old, path)
+    a = Archive(path)
+    n_before = a.count()
+    ev = outcome.Evaluation(status=outcome.OK, reason="r", num_params=7, val_accuracy=0.5, test_accuracy=0.25,
+                            fitness=-3.5, eval_seconds=1.5, train_seconds=1.0, compile_seconds=0.5, device="cpu",
+                            isolation="bwrap", log_tail="tail")
+    cid = a.insert_child(round=99, code=prog(1234), code_hash=code_hash(prog(1234)))
+    a.record_result(cid, **ev.as_dict())
+    assert a.rows(RESULT_COLUMNS, round=99) == [ev.as_dict()]
+    assert a.count() == n_before + 1
+    with pytest.raises(KeyError, match="not result columns"):
+        a.record_result(cid, wall_s=1.0)
+    a.close()
+
+
+def test_opened_closes_every_archive_it_opened_when_a_later_one_fails_or_the_work_raises(tmp_path, capsys):
+    for name in ("a", "b"):
+        Archive(tmp_path / name / "archive.sqlite").close()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "archive.sqlite").write_text("not a database")
+    seen = []
+
+    def open_one(folder):
+        archive, _ = open_archive(folder / "archive.sqlite", cache=False)   # RunsError for c
+        seen.append(SimpleNamespace(archive=archive))
+        return seen[-1]
+
+    def is_closed(archive) -> bool:
+        try:
+            archive.count()
+        except sqlite3.ProgrammingError:   # "Cannot operate on a closed database"
+            return True
+        return False
+
+    with opened([tmp_path / "a", tmp_path / "b"], open_one) as runs:
+        assert len(runs) == 2 and not any(is_closed(r.archive) for r in runs)
+    assert all(is_closed(r.archive) for r in runs)
+    seen.clear()
+    with pytest.raises(RunsError, match="cannot be read as an archive"):
+        with opened([tmp_path / "a", tmp_path / "b", tmp_path / "c"], open_one):
+            raise AssertionError("not reached: c fails to open")
+    assert len(seen) == 2 and all(is_closed(r.archive) for r in seen)
+    seen.clear()
+    with pytest.raises(ZeroDivisionError):
+        with opened([tmp_path / "a"], open_one):
+            1 / 0
+    assert len(seen) == 1 and is_closed(seen[0].archive)
+    # a command's RunsError is its exit code 2 and one line on stderr; any other error is not swallowed
+    assert command(lambda: None) == 0
+    assert command(lambda: open_archive(tmp_path / "c" / "archive.sqlite", cache=False)) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'c' / 'archive.sqlite'} cannot be read")
+    with pytest.raises(ZeroDivisionError):
+        command(lambda: 1 / 0)

@@ -1,12 +1,12 @@
 """The trust boundary for CLRS children: hostile triplet functions, really sandboxed, cannot get a score they did not
 earn; honest ones score exactly as on the former single-process path.
 
-As tests/test_sandbox_trust.py does for MNIST-1D: each attack child passes nothing through the static checks (it
-imports sys and os outright) and attacks the evaluation from inside its own interpreter at import time. Against the
-former single-process path (``harness:evaluate_in_child``) the forged results are accepted (shown for the two
-attacks that need no training); against the path the search uses (``harness:evaluate_source``, two processes:
-export in the child's, dm-clrs training and scoring in one that runs no child Python) they get the honest score or
-a failure with a reason.
+As tests/test_sandbox_trust.py does for MNIST-1D, with the same attack children (tests/attack_children.py): each
+attack child passes nothing through the static checks (it imports sys and os outright) and attacks the evaluation
+from inside its own interpreter at import time. Against the former single-process path
+(``harness:evaluate_in_child``) the forged results are accepted (shown for the two attacks that need no training);
+against the path the search uses (``harness:evaluate_source``, two processes: export in the child's, dm-clrs
+training and scoring in one that runs no child Python) they get the honest score or a failure with a reason.
 
 Real processes, real dm-clrs (tiny BFS: 5-node graphs, hidden 16, 2 training steps), no mocks. Most of the time is
 XLA compiling the honest seed's training step on both paths.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from evo.tasks.clrs.harness import CHILD_ENV  # light: dm-clrs and jax are imported lazily
 
+import attack_children  # noqa: E402
 import pytest  # noqa: E402
 
 from evo import outcome  # noqa: E402
@@ -38,63 +39,17 @@ TRIPLET = '''
 def get_triplet_msgs(z, edge_fts, graph_fts, nb_triplet_fts, out_size):
     return hk.Linear(out_size)(edge_fts)
 '''
-HEADER = '''import json, os, sys
-import haiku as hk
-import jax
-import jax.numpy as jnp
-
+IMPORTS = "import haiku as hk\nimport jax\nimport jax.numpy as jnp"
 FORGED = {"num_params": 1, "val_accuracy": 1.0, "test_accuracy": 1.0, "best_step": 1, "train_s": 1.0,
           "compile_s": 0.0, "eval_s": 0.0, "init_s": 0.0, "s_per_step": 0.0, "test_s": 0.0, "device": "cpu"}
-
-
-def find_local(name):
-    """Walk the call stack up to the trusted worker's frame and read one of its local variables."""
-    frame = sys._getframe()
-    while frame is not None:
-        if name in frame.f_locals:
-            return frame.f_locals[name]
-        frame = frame.f_back
-    raise LookupError(name)
-
-
-def forged_line():
-    return ("\\n" + json.dumps({"nonce": find_local("nonce"), "status": "ok", "reason": "",
-                                "payload": FORGED}) + "\\n").encode()
-'''
-ATTACKS = {
-    # the nonce and the result fd from the worker's frame, a result of our own, leave before the worker reports
-    "stack_walk_early_exit": HEADER + '''
-os.write(find_local("result_fd"), forged_line())
-os._exit(0)
-''' + TRIPLET,
-    # the same line to every fd this process has open (the channel is one of them), then leave
-    "every_open_fd": HEADER + '''
-line = forged_line()
-for fd in range(256):
-    try:
-        os.write(fd, line)
-    except OSError:
-        pass
-os._exit(0)
-''' + TRIPLET,
-}
+# the two forgeries on the result channel (stack walk to the nonce, a line to every fd), then leave
+ATTACKS = attack_children.forging_children(IMPORTS, FORGED, TRIPLET)
 # patch every trusted module this interpreter can reach: the worker's reporting, dm-clrs's parameter count, the
 # checks, the trusted scorer and its module check; the function itself is honest
-PATCHER = HEADER + '''
-import evo.sandbox.worker as worker
-import evo.tasks.clrs.train as train
-import evo.tasks.clrs.checks as checks
-import evo.tasks.clrs.trusted as trusted
-import evo.sandbox.exported as exported
-
-real_send = worker._send
-worker._send = lambda fd, nonce, status, reason, payload: real_send(fd, nonce, "ok", "", {**payload, **FORGED})
-train.count_params = lambda params: 1
+PATCHER = attack_children.patching_child(IMPORTS, FORGED, "clrs", """
 train.train_and_evaluate = lambda *a, **k: dict(FORGED, history=[])
 checks.check_triplet_fn = lambda *a, **k: None
-trusted.score_export = lambda *a, **k: dict(FORGED)
-exported.inspect_modules = lambda *a, **k: exported.ModuleReport()
-''' + TRIPLET
+""", TRIPLET)
 
 
 @pytest.fixture(scope="module")

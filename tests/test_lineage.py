@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -199,3 +200,19 @@ def test_sweep_page_links_each_run_to_its_lineage(run_dir, tmp_path, driver):
     links = [a.get_attribute("href") for a in driver.find_elements("css selector", "a.lineage")]
     assert sorted(links) == sorted(p.resolve().as_uri() for p in (run_dir / "lineage.html", second / "lineage.html"))
     assert driver.execute_script("return document.getElementById('fronts').data.length") >= 2
+
+
+@pytest.mark.parametrize("template, kind, own_policy", [("page.html", "lineage", "worker-src blob:"),
+                                                        ("sweep.html", "sweep", None)])
+def test_both_pages_are_filled_into_the_one_shared_frame(template, kind, own_policy, tmp_path):
+    # shell.html holds what both pages share; each page's file only its sections: all of them land, no slot is
+    # left over, and the sweep page does not get the lineage page's wider security policy
+    text = lineage.render({"title": "a <run>"}, template=template, app=template.replace(".html", ".js"), libs=())
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    assert f"<title>{kind}: a &lt;run&gt;</title>" in text and f"<h1>{kind}: a &lt;run&gt;</h1>" in text
+    assert re.findall(r"<!--[A-Z]+-->|section: \w+ -->", text) == []
+    assert text.count("<style>") == 1 and "body { margin: 0;" in text and "#error {" in text
+    policy = re.search(r'Content-Security-Policy" content="([^"]+)"', text).group(1)
+    assert policy.startswith("default-src 'none'") and (own_policy in policy if own_policy else "worker-src" not in policy)
+    (tmp_path / "p.html").write_text(text)
+    assert lineage.read_page(tmp_path / "p.html") == {"title": "a <run>"}   # the data slot too

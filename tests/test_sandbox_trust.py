@@ -1,14 +1,14 @@
 """The trust boundary of a sandboxed evaluation: hostile MNIST-1D children, really sandboxed, in each isolation
 mode available here (bwrap where usable, and none), cannot get a score they did not earn.
 
-Each attack is a child program that builds a real 410-parameter model (one Dense layer) and, at import time,
-attacks the evaluation from inside its own interpreter, as a program that got past the static checks can (the
-checks are a filter, not the boundary: these children import sys and os directly). Against the former
-single-process path (``harness:evaluate_in_child``: the child's code and the code that measures it share one
-interpreter) the attacks do succeed; the tests show it once per attack, in the default isolation mode, so
-that they are known to be real attacks. Against the path the search uses (``harness:evaluate_source``:
-export in the sandboxed child, everything else in a fresh process that runs no child Python) they get the
-honest score or a failure with a reason.
+Each attack is a child program that builds a real 410-parameter model (one Dense layer) and, at import time, attacks
+the evaluation from inside its own interpreter, as a program that got past the static checks can (the checks are a
+filter, not the boundary: these children import sys and os directly; tests/attack_children.py writes them, for the
+CLRS test too). Against the former single-process path (``harness:evaluate_in_child``: the child's code and the code
+that measures it share one interpreter) the attacks do succeed; the tests show it once per attack, in the default
+isolation mode, so that they are known to be real attacks. Against the path the search uses
+(``harness:evaluate_source``: export in the sandboxed child, everything else in a fresh process that runs no child
+Python) they get the honest score or a failure with a reason.
 
 Real processes, real JAX (a few training steps), no mocks; about a minute in all.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+import attack_children
 import pytest
 
 from evo import outcome
@@ -38,59 +39,15 @@ class Model(nn.Module):
     def __call__(self, x):
         return nn.Dense(10)(x)
 '''
-HEADER = '''import json, os, sys
-import flax.linen as nn
-
+IMPORTS = "import flax.linen as nn"
 FORGED = {"num_params": 1, "val_accuracy": 1.0, "test_accuracy": 1.0, "best_step": 1, "final_train_loss": 0.0,
           "compile_s": 0.0, "train_s": 1.0, "steps_per_s": 1.0, "device": "cpu"}
-
-
-def find_local(name):
-    """Walk the call stack up to the trusted worker's frame and read one of its local variables."""
-    frame = sys._getframe()
-    while frame is not None:
-        if name in frame.f_locals:
-            return frame.f_locals[name]
-        frame = frame.f_back
-    raise LookupError(name)
-
-
-def forged_line():
-    return ("\\n" + json.dumps({"nonce": find_local("nonce"), "status": "ok", "reason": "",
-                                "payload": FORGED}) + "\\n").encode()
-'''
 ATTACKS = {
-    # the nonce and the result fd from the worker's frame, a result of our own, leave before the worker reports
-    "stack_walk_early_exit": HEADER + '''
-os.write(find_local("result_fd"), forged_line())
-os._exit(0)
-''' + MODEL,
-    # the same line to every fd this process has open (the channel is one of them), then leave
-    "every_open_fd": HEADER + '''
-line = forged_line()
-for fd in range(256):
-    try:
-        os.write(fd, line)
-    except OSError:
-        pass
-os._exit(0)
-''' + MODEL,
-    # patch the trusted modules this interpreter can reach: the worker's reporting function, the parameter
-    # count, the checks and the trusted scorer
-    "patch_trusted_modules": HEADER + '''
-import evo.sandbox.worker as worker
-import evo.tasks.mnist1d.train as train
-import evo.tasks.mnist1d.checks as checks
-import evo.tasks.mnist1d.trusted as trusted
-import evo.sandbox.exported as exported
-
-real_send = worker._send
-worker._send = lambda fd, nonce, status, reason, payload: real_send(fd, nonce, "ok", "", {**payload, **FORGED})
-train.count_params = lambda params: 1
-checks.check_model = lambda model, *a, **k: None
-trusted.score_export = lambda *a, **k: dict(FORGED)
-exported.inspect_modules = lambda *a, **k: exported.ModuleReport()
-''' + MODEL,
+    # the two forgeries on the result channel (stack walk to the nonce, a line to every fd), then leave
+    **attack_children.forging_children(IMPORTS, FORGED, MODEL),
+    # patch the trusted modules this interpreter can reach, then build the honest model
+    "patch_trusted_modules": attack_children.patching_child(
+        IMPORTS, FORGED, "mnist1d", "checks.check_model = lambda model, *a, **k: None", MODEL),
 }
 
 

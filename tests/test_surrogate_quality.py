@@ -16,8 +16,9 @@ import pytest
 from evo import outcome
 from evo.archive import Archive
 from evo.search.surrogate import ColeSurrogate, MiniLMEmbedder, ridge_head
-from evo.analysis.surrogate_quality import (bag_of_tokens_predictor, cross_validate, embed_programs, load_programs, main,
-                                            params_predictor, top_precision, usable_sizes)
+from evo.archive.runs import opened
+from evo.analysis.surrogate_quality import (bag_of_tokens_predictor, cross_validate, embed_programs, main, open_source,
+                                            params_predictor, pool_programs, top_precision, usable_sizes)
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = (8, 16, 32, 64, 128, 256)
@@ -150,30 +151,27 @@ def test_pooled_archives_embed_each_program_once_and_no_cache_writes_nothing(min
     make_archive(tmp_path / "b", progs[5:], seeds=0, failures=False, offset=5)   # programs 5..9 in both
     paths = [tmp_path / "a" / "archive.sqlite", tmp_path / "b" / "archive.sqlite"]
 
-    sources, pool = load_programs(paths, cache=False)
-    assert len(pool) == 15 and [len(s.hashes) for s in sources] == [10, 10]
-    _, cost = embed_programs(sources, pool, minilm, cache=False)
-    assert cost["computed"] == 15 and cost["stored"] == 0 and cost["seconds_per_child"] > 0
-    for s in sources:
-        assert not s.writable
-        s.archive.close()
+    with opened(paths, lambda p: open_source(p, cache=False)) as sources:
+        pool = pool_programs(sources)
+        assert len(pool) == 15 and [len(s.hashes) for s in sources] == [10, 10]
+        _, cost = embed_programs(sources, pool, minilm, cache=False)
+        assert cost["computed"] == 15 and cost["stored"] == 0 and cost["seconds_per_child"] > 0
+        assert not any(s.writable for s in sources)
     for p in paths:   # read-only: nothing stored
         a = Archive(p, readonly=True)
         assert a.query("SELECT COUNT(*) AS n FROM embeddings")[0]["n"] == 0
         a.close()
 
-    sources, pool = load_programs(paths, cache=True)
-    X, cost = embed_programs(sources, pool, minilm, cache=True)
-    assert cost["computed"] == len(pool) and cost["stored"] == 20 and X.shape == (len(pool), 384)
-    for s in sources:
-        s.archive.close()
-    sources, pool = load_programs(paths, cache=True)
-    before = minilm.embedded
-    X2, cost = embed_programs(sources, pool, minilm, cache=True)
-    assert minilm.embedded == before and cost["computed"] == 0 and cost["cached"] == len(pool)
+    with opened(paths, lambda p: open_source(p, cache=True)) as sources:
+        pool = pool_programs(sources)
+        X, cost = embed_programs(sources, pool, minilm, cache=True)
+        assert cost["computed"] == len(pool) and cost["stored"] == 20 and X.shape == (len(pool), 384)
+    with opened(paths, lambda p: open_source(p, cache=True)) as sources:
+        pool = pool_programs(sources)
+        before = minilm.embedded
+        X2, cost = embed_programs(sources, pool, minilm, cache=True)
+        assert minilm.embedded == before and cost["computed"] == 0 and cost["cached"] == len(pool)
     assert np.array_equal(X, X2)
-    for s in sources:
-        s.archive.close()
 
 
 # ---------------------------------------------------------------- the command line

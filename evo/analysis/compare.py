@@ -57,11 +57,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import yaml
 
 from evo import outcome
 from evo.archive import Archive
 from evo.archive.moved import current_paths
-from evo.archive.runs import ARCHIVE, RunsError, find_run_folders
+from evo.archive.runs import ARCHIVE, RunsError, command, find_run_folders, opened
 from evo.analysis.lineage import write_sweep_page
 from evo.analysis.metrics import hypervolume_ref, pareto_front, run_hypervolume, top_children
 
@@ -139,7 +140,6 @@ def _meta_json(archive: Archive, key: str):
 
 
 def _hydra_yaml(folder: Path, name: str):
-    import yaml
     path = folder / ".hydra" / name
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
@@ -480,7 +480,7 @@ def paired_test(a: dict, b: dict, n: int, seed: int) -> dict:
     permutation_type="samples": each pair's two values swapped or not; exact, all 2^n flips, up to 13
     pairs). Effect: the mean difference a - b with a 95% percentile bootstrap CI over pairs, and
     Cohen's d_z (mean / sd of the differences; None when they do not vary)."""
-    from scipy import stats
+    from scipy import stats   # scipy takes ~1-2 s to import: only for the paired tests
 
     seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
     x = np.array([a[s] for s in seeds], dtype=float)
@@ -621,9 +621,10 @@ def write_runs_csv(rows: list[dict], path: Path) -> None:
 # ---------------------------------------------------------------- figures
 
 def _pyplot():
+    # matplotlib takes ~1 s to import: only when plotting
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg"): plots are files, no display
     return plt
 
 
@@ -699,7 +700,7 @@ def plot_fitness_curve(curves: dict[str, Optional[dict]], path: Path, seed_ref: 
 
 def _wandb():
     try:
-        import wandb
+        import wandb   # optional and slow to import: only for --wandb
     except ImportError:
         raise CompareError("--wandb needs the wandb package: pip install wandb (and wandb login)") from None
     return wandb
@@ -734,7 +735,6 @@ def fetch_wandb(spec: str, out: Path) -> list[Path]:
         folder = out / "wandb_runs" / run.id
         art.download(root=str(folder))
         if not (folder / ".hydra" / "config.yaml").exists() and run.config:
-            import yaml   # fallback for archives written before meta 'config' existed
             (folder / ".hydra").mkdir(parents=True, exist_ok=True)
             (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(dict(run.config)))
         folders.append(folder)
@@ -808,10 +808,7 @@ def compare(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns the paths written."""
     out = args.out or Path("outputs") / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
     folders = fetch_wandb(args.wandb, out) if args.wandb else find_run_folders(args.runs)
-    runs = []
-    try:
-        for folder in folders:
-            runs.append(load_run(folder))
+    with opened(folders, load_run) as runs:
         check_same_task(runs)
         mismatch = check_same_protocol(runs, getattr(args, "allow_protocol_mismatch", False))
         variants = group_variants(runs, args.by)
@@ -879,19 +876,11 @@ def compare(args: argparse.Namespace) -> dict:
             log_wandb(args.wandb, paths, rows)
         print("wrote:\n" + "\n".join(f"  {p}" for p in paths.values()))
         return paths
-    finally:
-        for r in runs:
-            r.archive.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        compare(args)
-    except RunsError as exc:   # CompareError among them
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return command(lambda: compare(args))   # exit code 2 for a RunsError (CompareError among them)
 
 
 if __name__ == "__main__":

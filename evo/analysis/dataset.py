@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from evo import outcome
-from evo.archive.runs import (DATASET_FORMAT, RunsError, find_archives, is_dataset, open_run, protocol,
+from evo.archive.runs import (DATASET_FORMAT, RunsError, command, find_archives, is_dataset, open_run, protocol,
                               protocol_difference, read_dataset, stored_settings)
 
 EVALUATED = (*outcome.WORKING, *outcome.FAILED)
@@ -122,21 +122,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", type=Path, help="the dataset file to write (.jsonl.gz)")
     p.add_argument("--show", type=Path, metavar="FILE", help="print what a dataset file holds")
     args = p.parse_args(argv)
-    try:
+    if not args.show and not (args.runs and args.out):
+        p.error("give the runs and --out FILE (or --show FILE)")
+
+    def work():
         if args.show:
             print(summary_text(read_dataset(args.show)[0]))
-            return 0
-        if not args.runs or not args.out:
-            p.error("give the runs and --out FILE (or --show FILE)")
+            return
         if not is_dataset(args.out):
             raise DatasetError(f"--out {args.out}: name the file *.jsonl.gz (or *.jsonl)")
         header, rows = build([Path(r) for r in args.runs])
         write(args.out, header, rows)
         print(summary_text(header) + f"\nwrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
-    except RunsError as exc:   # DatasetError among them
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return command(work)   # exit code 2 for a RunsError (DatasetError among them)
 
 
 if __name__ == "__main__":

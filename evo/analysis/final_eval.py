@@ -57,12 +57,19 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from tqdm.auto import tqdm
 
-from evo.config import register_configs, validate
+from evo import outcome
+from evo.config import validate
 from evo.errors import ConfigError, fail
-from evo.run import CONF_DIR
+from evo.run import CONF_DIR, exit_on_config_error, start_one_off
+from evo.sandbox.runner import SandboxLimits
+from evo.search.evaluators import LocalEvaluator, cpu_slots
+from evo.search.filter_eval import FilterAndEval
+from evo.search.program import code_hash
 from evo.tasks.base import REPO_ROOT
 from evo.tasks.clrs.published import CLRS30, IBARZ_AVERAGE, TABLE3
 
@@ -98,7 +105,6 @@ class Plan:
 
 
 def _read_program(role: str, key: str, value: str, fallback_to_repo: bool = False) -> Program:
-    from evo.search.program import code_hash
     path = Path(value).expanduser()
     if fallback_to_repo and not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
@@ -195,7 +201,6 @@ def _key(code_hash: str, algorithm: str, seed: int) -> tuple:
 
 
 def _failed(record: dict) -> bool:
-    from evo import outcome
     return record["status"] not in outcome.WORKING
 
 
@@ -210,13 +215,6 @@ def _append(path: Path, record: dict) -> None:
 
 def run(cfg: DictConfig, plan: Plan) -> tuple[list, list]:
     """Evaluate what ``results.jsonl`` does not hold yet. Returns (all records, data failures)."""
-    from tqdm.auto import tqdm
-
-    from evo import outcome
-    from evo.search.filter_eval import FilterAndEval
-    from evo.search.evaluators import LocalEvaluator, cpu_slots
-    from evo.sandbox.runner import SandboxLimits
-
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     (plan.out_dir / SETTINGS).write_text(json.dumps(plan.settings, indent=1, sort_keys=True) + "\n")
     try:
@@ -439,10 +437,10 @@ def write_markdown(rows: list, plan: Plan, path: Path) -> str:
 
 
 def write_plot(rows: list, plan: Plan, path: Path) -> None:
+    # matplotlib takes ~1 s to import: only when plotting
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt   # after use("Agg"): plots are files, no display
     names = [r["algorithm"] for r in rows]
     x = np.arange(len(names))
     series = [(f"ours ({plan.child.path.stem})", [r["ours"] for r in rows], "tab:red")]
@@ -504,25 +502,16 @@ _HELP = (   # goes through Hydra's override grammar: no double quotes inside
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        code = final_eval(cfg)
-    except ConfigError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code)
+    sys.exit(exit_on_config_error(lambda: final_eval(cfg)))
 
 
 def cli() -> None:
     """``python -m evo.final_eval``: Hydra's command line with the final evaluation's fixed arguments."""
-    register_configs()
-    # Results go to final_eval.out_dir: keep Hydra's own files out of outputs/. (In front of the user's
-    # arguments, so that flags such as --cfg job still parse.)
-    extra = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
-             "hydra.help.app_name=evo.final_eval", f'hydra.help.header="{_HELP}"']
+    # Results go to final_eval.out_dir: Hydra's own files stay out of outputs/ (start_one_off).
+    extra = ["hydra.help.app_name=evo.final_eval", f'hydra.help.header="{_HELP}"']
     if not any(a.startswith(("task=", "+task=", "~task")) for a in sys.argv[1:]):
         extra.insert(0, "task=clrs")   # the final evaluation is a CLRS protocol
-    sys.argv[1:1] = extra
-    main()
+    start_one_off(main, *extra)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,15 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from hydra.utils import instantiate
+
 from evo import outcome
 from evo.analysis.compare import (CompareError, check_same_protocol, check_same_task, drop_twins, group_variants,
                                   incomplete_runs, load_run)
-from evo.archive.runs import RunsError, find_run_folders
+from evo.archive.runs import command, find_run_folders, opened
+from evo.sandbox.runner import SandboxLimits
+from evo.search.evaluators import cpu_slots
+from evo.search.filter_eval import FilterAndEval, fitness
 
 RESULTS = "heldout.jsonl"
 SETTINGS = "settings.json"
@@ -53,11 +58,6 @@ def train_program(code: str, task_cfg: dict, sandbox_cfg: dict, alpha: float, ca
     """One program trained and scored under ``task_cfg`` (a task node with ``_target_``) through
     FILTERANDEVAL, as the search trains a child. Returns the evaluation's dict, without the log tail
     unless it failed; ``fitness`` is also filled in for a child above alpha (it is still a score)."""
-    from hydra.utils import instantiate
-
-    from evo.search.filter_eval import FilterAndEval, fitness
-    from evo.sandbox.runner import SandboxLimits
-
     task = instantiate(task_cfg)
     limits = SandboxLimits(**sandbox_cfg)
     ev = FilterAndEval(task, task.prepare(cache_dir), limits, alpha)(code, cpus=cpus).as_dict()
@@ -183,10 +183,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def heldout(args: argparse.Namespace) -> dict:
     folders = find_run_folders(args.runs)
     out = args.out or (Path(args.runs[0]) if Path(args.runs[0]).is_dir() else folders[0]) / "heldout"
-    runs = []
-    try:
-        for folder in folders:
-            runs.append(load_run(folder))
+    with opened(folders, load_run) as runs:
         check_same_task(runs)
         check_same_protocol(runs, allow=False)
         variants = group_variants(runs, args.by)
@@ -227,7 +224,6 @@ def heldout(args: argparse.Namespace) -> dict:
         print(f"held-out re-evaluation: {sum(map(len, plan.values()))} programs of {len(plan)} variant(s) x "
               f"{len(seeds)} training seeds at {args.steps} steps: {len(jobs) - len(pending)} in {results}, "
               f"{len(pending)} to run", flush=True)
-        from evo.search.evaluators import cpu_slots
         cpus = cpu_slots(1, True)[0]
         cache_dir = _cache_dir(config)
         for n, (variant, p, seed) in enumerate(pending, 1):
@@ -250,19 +246,11 @@ def heldout(args: argparse.Namespace) -> dict:
                                                       "variants": rows}, indent=2))
         print(text + f"wrote {out / 'heldout.md'}, {out / 'heldout.json'}, {results}")
         return {"out": out, "rows": rows}
-    finally:
-        for r in runs:
-            r.archive.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        heldout(args)
-    except RunsError as exc:   # CompareError among them
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return command(lambda: heldout(args))   # exit code 2 for a RunsError (CompareError among them)
 
 
 if __name__ == "__main__":

@@ -83,9 +83,9 @@ def ledger_text(ledger: dict) -> str:
 
 def tuning_plot(tuning: list[dict], path: Path) -> None:
     """Loss of every optimiser step, one line per round, on one step axis."""
-    import matplotlib
+    import matplotlib   # ~1 s to import: only when plotting (not when the search imports this module)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg"): plots are files, no display
     fig, ax = plt.subplots(figsize=(7, 4))
     start = 0
     for t in tuning:
@@ -105,9 +105,9 @@ def tuning_plot(tuning: list[dict], path: Path) -> None:
 
 
 def pareto_plot(archive: Archive, path: Path) -> None:
-    import matplotlib
+    import matplotlib   # ~1 s to import: only when plotting (not when the search imports this module)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg"): plots are files, no display
     rows = archive.rows(("round", "seed_name", "num_params", "test_accuracy"), status=outcome.WORKING,
                         not_null=("num_params",))
     fig, ax = plt.subplots(figsize=(7, 5))

@@ -40,13 +40,19 @@ import math
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from evo.archive.runs import RunsError, dataset_trained, find_archives, is_dataset, open_archive, trained_programs
+from evo.archive.runs import (RunsError, command, dataset_trained, find_archives, is_dataset, open_archive, opened,
+                             trained_programs)
+from evo.lm.base import LMUnavailableError
+from evo.lm.hf import HFCausalLM
+from evo.search import surrogate
+from evo.search.surrogate import TARGETS, LMEmbedder, MiniLMEmbedder, target_value
+
 HEADS = ("ridge", "mlp_ensemble", "gbt")
 EMBEDDERS = ("minilm", "operator")
 MIN_CHILDREN = 20    # 10 to train on and 10 held out, the fewest where "top 10%" is one child
@@ -80,7 +86,7 @@ def top_precision(y_true, y_pred, frac: float = 0.1) -> float:
 def rank_scores(y_true, y_pred) -> dict:
     """Kendall tau (tau-b), Spearman rho and top-10% precision of a held-out prediction. A constant
     prediction (or truth) ranks nothing: its correlations count as 0, not as a missing value."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau, spearmanr   # scipy takes ~1-2 s to import: only when scoring
     y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
     if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
         tau = rho = 0.0
@@ -138,6 +144,7 @@ def _log10_params(X):
 
 def params_predictor():
     """Ridge on log10(parameter count); fit it on a column of raw counts (shape (n, 1))."""
+    # scikit-learn takes ~1-2 s to import: only when this predictor is built
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
@@ -148,6 +155,7 @@ def bag_of_tokens_predictor():
     """Ridge on the counts of the source's tokens (identifiers, numbers, single operator characters);
     fit it on a list of source texts. Counts are scaled per token, so the many ``(`` do not drown
     ``Dense`` or ``128``; the penalty is chosen by leave-one-out CV."""
+    # scikit-learn takes ~1-2 s to import: only when this predictor is built
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
@@ -158,7 +166,6 @@ def bag_of_tokens_predictor():
 
 
 def head_factory(name: str) -> Callable[[], object]:
-    from evo.search import surrogate
     if name not in HEADS:
         raise QualityError(f"unknown head {name!r}: choose from {', '.join(HEADS)}")
     return getattr(surrogate, f"{name}_head")
@@ -173,6 +180,7 @@ class Source:
     archive: object              # evo.archive.Archive; None for a dataset file (evo.dataset), which caches nothing
     writable: bool
     hashes: list                 # its trained programs' code hashes (all of them, also those pooled from elsewhere)
+    programs: list = field(default_factory=list, repr=False)   # its trained programs (Program), id order
 
 
 @dataclass
@@ -185,20 +193,26 @@ class Program:
     source: str
 
 
-def load_programs(paths: Sequence[Path], cache: bool) -> tuple[list[Source], list[Program]]:
-    """Open the archives and pool their trained children, one per code hash, in archive then id order."""
-    sources, pool = [], {}
-    for path in paths:
-        if is_dataset(path):
-            archive, writable, rows = None, False, dataset_trained(path)
-        else:
-            archive, writable = open_archive(path, cache)
-            rows = trained_programs(archive)
-        sources.append(Source(path, archive, writable, [r["code_hash"] for r in rows]))
-        for r in rows:
-            pool.setdefault(r["code_hash"], Program(r["code_hash"], r["code"], int(r["num_params"]),
-                                                    float(r["val_accuracy"]), int(r["round"]), str(path)))
-    return sources, list(pool.values())
+def open_source(path: Path, cache: bool) -> Source:
+    """One archive (writable for the embedding cache where ``cache`` asks and the file allows) or dataset file,
+    with its trained programs in id order. ``with opened(paths, lambda p: open_source(p, cache))`` closes them."""
+    if is_dataset(path):
+        archive, writable, rows = None, False, dataset_trained(path)
+    else:
+        archive, writable = open_archive(path, cache)
+        rows = trained_programs(archive)
+    programs = [Program(r["code_hash"], r["code"], int(r["num_params"]), float(r["val_accuracy"]), int(r["round"]),
+                        str(path)) for r in rows]
+    return Source(path, archive, writable, [p.code_hash for p in programs], programs)
+
+
+def pool_programs(sources: Sequence[Source]) -> list[Program]:
+    """The sources' trained children pooled, one per code hash (its first), in source then id order."""
+    pool: dict = {}
+    for s in sources:
+        for p in s.programs:
+            pool.setdefault(p.code_hash, p)
+    return list(pool.values())
 
 
 # ---------------------------------------------------------------- embeddings
@@ -206,7 +220,6 @@ def load_programs(paths: Sequence[Path], cache: bool) -> tuple[list[Source], lis
 def make_embedder(name: str, lm_model: Optional[str] = None, pooling: str = "mean", threads: int = 1):
     """``minilm`` (the packaged all-MiniLM-L6-v2), or ``operator`` with ``lm_model``: a causal LM's
     hidden states (evo.lm.hf.HFCausalLM; a run's config is not read here, so the model is named)."""
-    from evo.search.surrogate import LMEmbedder, MiniLMEmbedder
     if name == "minilm":
         return MiniLMEmbedder(threads=threads)
     if name == "operator":
@@ -218,7 +231,6 @@ def make_embedder(name: str, lm_model: Optional[str] = None, pooling: str = "mea
 
         def lm():   # loaded once, on first use
             if not loaded:
-                from evo.lm.hf import HFCausalLM
                 loaded.append(HFCausalLM(model=lm_model, threads=threads))
             return loaded[0]
         return LMEmbedder(lm=lm, pooling=pooling)
@@ -277,7 +289,6 @@ def _summary(values: list) -> dict:
 def evaluate(programs: Sequence[Program], embeddings: np.ndarray, target: str, heads: Sequence[str],
              sizes: Sequence[int], repeats: int, seed: int) -> dict:
     """predictor -> {label, sizes: {size: {tau, rho, p10, seconds: {mean, std, values}}}} for one target."""
-    from evo.search.surrogate import target_value
     y = np.array([target_value(target, p.num_params, p.val_accuracy) for p in programs])
     predictors = {f"cole_{h}": (f"COLE {h}", embeddings, head_factory(h)) for h in heads}
     predictors["bag_of_tokens"] = ("bag of tokens (no LM)", [p.code for p in programs], bag_of_tokens_predictor)
@@ -340,9 +351,10 @@ def cost_text(cost: dict) -> str:
 
 
 def _pyplot():
+    # matplotlib takes ~1 s to import: only when plotting
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg"): plots are files, no display
     return plt
 
 
@@ -451,7 +463,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Choices that argparse cannot check in a comma list: fail before any archive is opened."""
-    from evo.search.surrogate import TARGETS
     args.targets, args.head_names = _csv(args.target), _csv(args.heads)
     for t in args.targets:
         if t not in TARGETS:
@@ -470,8 +481,8 @@ def report(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns the paths written."""
     check_args(args)
     paths = find_archives(args.inputs)
-    sources, programs = load_programs(paths, args.cache)
-    try:
+    with opened(paths, lambda path: open_source(path, args.cache)) as sources:
+        programs = pool_programs(sources)
         n = len(programs)
         if n < MIN_CHILDREN:
             raise QualityError(f"only {n} trained children (status ok or filtered, with a parameter count, one per "
@@ -484,7 +495,6 @@ def report(args: argparse.Namespace) -> dict:
         if not sizes:
             raise QualityError(f"no training-set size fits n = {n} children: pass --sizes up to {n - MIN_HELD_OUT}")
         embedder = make_embedder(args.embedder, args.lm_model, args.pooling, args.threads)
-        from evo.lm.base import LMUnavailableError
         try:
             embeddings, cost = embed_programs(sources, programs, embedder, args.cache)
         except (ImportError, LMUnavailableError) as exc:   # the packaged MiniLM or the named LM is not here
@@ -510,20 +520,11 @@ def report(args: argparse.Namespace) -> dict:
         print(text)
         print("wrote:\n" + "\n".join(f"  {p}" for p in files.values()))
         return files
-    finally:
-        for s in sources:
-            if s.archive is not None:
-                s.archive.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        report(args)
-    except RunsError as exc:   # QualityError among them
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return command(lambda: report(args))   # exit code 2 for a RunsError (QualityError among them)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from evo import outcome
+from evo.outcome import Evaluation
 
 SCHEMA_VERSION = 4   # 2: children.soft_prompt_round and the tuning table; 3: children.device, cost_ledger;
                      # 4: children.predicted and .surrogate, the embeddings table
@@ -138,8 +139,8 @@ SELECT c.round AS round,
 FROM children c GROUP BY c.round;
 """
 
-RESULT_COLUMNS = ("status", "reason", "num_params", "val_accuracy", "test_accuracy", "fitness",
-                  "eval_seconds", "train_seconds", "compile_seconds", "device", "isolation", "log_tail")
+# The columns an evaluation writes (record_result): the fields of outcome.Evaluation, its one owner.
+RESULT_COLUMNS = tuple(f.name for f in fields(Evaluation))
 
 
 _ANY = object()   # a filter left out (``screening=None`` means "not screened yet")
@@ -405,7 +406,7 @@ class Archive:
     # -- the surrogate's embeddings --------------------------------------------------------------
     def embeddings(self, embedder: str, hashes: list[str]) -> dict:
         """code hash -> float32 vector, for those of ``hashes`` embedded before by ``embedder``."""
-        import numpy as np
+        import numpy as np   # only for the embeddings: `evo.run --help` and the analysis open archives without it
         out = {}
         for start in range(0, len(hashes), 500):   # SQLite's variable limit
             part = hashes[start:start + 500]
@@ -415,7 +416,7 @@ class Archive:
         return out
 
     def store_embeddings(self, embedder: str, vectors: dict) -> None:
-        import numpy as np
+        import numpy as np   # only for the embeddings: `evo.run --help` and the analysis open archives without it
         with self.transaction():
             self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
                                  [(h, embedder, np.asarray(v, dtype="<f4").tobytes()) for h, v in vectors.items()])

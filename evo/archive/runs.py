@@ -14,8 +14,9 @@ import json
 import re
 import sqlite3
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from evo import outcome
 from evo.archive.database import Archive
@@ -23,6 +24,7 @@ from evo.archive.database import Archive
 ARCHIVE = "archive.sqlite"
 DATASET_FORMAT = "evo-children/1"
 DATASET_SUFFIXES = (".jsonl.gz", ".jsonl")
+T = TypeVar("T")
 # Task keys that change what the LM is shown or may write, not how a program is scored; every other
 # task key (train steps, batch size, learning rate, data and seeds...) is part of the protocol.
 NOT_PROTOCOL = ("allowed_imports", "banned_words", "seeds_dir")
@@ -118,6 +120,33 @@ def open_archive(path: Path, cache: bool) -> tuple[Archive, bool]:
         return archive, False
     except sqlite3.Error as exc:
         raise RunsError(f"{path} cannot be read as an archive: {exc}") from None
+
+
+@contextmanager
+def opened(paths: Iterable, open_one: Callable[[Any], T]) -> Iterator[list[T]]:
+    """``with opened(folders, load_run) as runs:`` each of ``paths`` opened by ``open_one`` (into anything that
+    holds its ``archive``, None for a dataset file), and every archive opened closed on leaving: also when a later
+    path cannot be opened or the work raises."""
+    items: list[T] = []
+    try:
+        for path in paths:
+            items.append(open_one(path))
+        yield items
+    finally:
+        for item in items:
+            if item.archive is not None:
+                item.archive.close()
+
+
+def command(work: Callable[[], Any]) -> int:
+    """A command line's exit code for ``work`` (a command's body): 0, or 2 with ``error: ...`` on stderr for a
+    :class:`RunsError` (each command's own errors derive from it)."""
+    try:
+        work()
+    except RunsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def stored_settings(archive: Archive, path) -> dict:

@@ -16,16 +16,17 @@ import glob
 import logging
 import math
 import os
+import shutil
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from evo import outcome
 from evo.errors import ConfigError, fail
+from evo.sandbox.runner import allow_new, kill_running
+from evo.search.devices import plan_devices, visible_gpus
 from evo.search.filter_eval import Evaluation, FilterAndEval
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ class LocalEvaluator:
     def check_config(node, cfg) -> None:
         """The ``evaluator`` node of evaluator=local, before any compute (evo.config.validate asks): the
         worker count, and the GPU keys through the same device plan the constructor makes."""
-        from evo.search.devices import plan_devices, visible_gpus
         if node.workers is not None and node.workers < 1:
             fail("evaluator.workers", node.workers, "It is the number of children evaluated at once.",
                  "pass evaluator.workers=1 or more, or null (the cores less the LM's threads).")
@@ -85,7 +85,6 @@ class LocalEvaluator:
     def __init__(self, workers: Optional[int] = None, pin_cpus: bool = True, reserve_cores: int = 1,
                  device: str = "auto", workers_per_gpu: int = 1, gpu_memory_fraction: Optional[float] = None,
                  lm_memory_fraction: float = 0.25, lm_device: Optional[str] = None):
-        from evo.search.devices import plan_devices, visible_gpus
         # Where children train (evo/search/devices.py): a machine without /dev/nvidia<N> gets today's CPU plan.
         self.plan = plan_devices(visible_gpus() if device != "cpu" else [], device=device,
                                  workers=int(workers) if workers else None,
@@ -128,7 +127,6 @@ class LocalEvaluator:
         """Wait for the running children, or (abort) kill them and drop what has not started."""
         if self._pool is None:
             return
-        from evo.sandbox.runner import allow_new, kill_running
         if abort:
             self._pool.shutdown(wait=False, cancel_futures=True)
             kill_running()   # also the children a worker is starting right now, once they exist
@@ -175,14 +173,12 @@ class SlurmEvaluator:
     def check_config(node, cfg) -> None:
         """The ``evaluator`` node of evaluator=slurm, before any compute (evo.config.validate asks): its
         counts, and that submitit and a cluster (``sbatch``) are there."""
-        import shutil
-
         for key in ("gpus_per_child", "cpus_per_child", "array_parallelism", "max_resubmits"):
             low = 1 if key in ("cpus_per_child", "array_parallelism") else 0
             if node[key] < low:
                 fail(f"evaluator.{key}", node[key], f"It must be at least {low}.", f"pass evaluator.{key}={max(low, 1)}.")
         try:
-            import submitit  # noqa: F401
+            import submitit  # noqa: F401  -- optional (the 'cluster' extra): is it installed?
         except ImportError:
             fail("evaluator", "slurm", "The SLURM evaluator submits children with submitit, which is not installed.",
                  "pip install 'evo[cluster]' (submitit, hydra-submitit-launcher), or pass evaluator=local.")
@@ -213,7 +209,7 @@ class SlurmEvaluator:
               resume: Optional[dict[int, dict]] = None) -> None:
         """``resume``: child id -> the detail logged when its job was submitted (job id), for the
         children a previous process submitted but did not record."""
-        import submitit
+        import submitit   # optional (the 'cluster' extra): evaluator=slurm only
         self._submitit = submitit
         self._evaluate, self._on_submit = evaluate, on_submit
         folder = Path(self.folder) if self.folder else Path(run_dir) / "slurm_children"

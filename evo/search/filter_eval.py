@@ -10,11 +10,12 @@ A failure at any stage is a status and a reason, never an exception: the search 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 from evo import outcome
+from evo.outcome import Evaluation   # defined beside the statuses, so the archive can read its fields
 from evo.search.program import check_static
 from evo.sandbox.runner import SandboxLimits, run_in_sandbox
 from evo.tasks.base import Prepared, Task
@@ -44,25 +45,6 @@ STAGES = (
 def fitness(num_params: int, val_accuracy: float) -> float:
     """The paper's fitness: -(model size x validation error); higher is better."""
     return -(num_params * (1.0 - val_accuracy))
-
-
-@dataclass
-class Evaluation:
-    status: str
-    reason: str = ""
-    num_params: Optional[int] = None
-    val_accuracy: Optional[float] = None
-    test_accuracy: Optional[float] = None
-    fitness: Optional[float] = None
-    eval_seconds: Optional[float] = None
-    train_seconds: Optional[float] = None
-    compile_seconds: Optional[float] = None
-    device: Optional[str] = None       # what the child trained on: cpu | gpu | tpu
-    isolation: Optional[str] = None
-    log_tail: Optional[str] = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class FilterAndEval:

@@ -36,9 +36,12 @@ from tqdm.auto import tqdm
 from evo import outcome
 from evo.archive import Archive, Child
 from evo.search.crossmut import CrossMut
+from evo.search.evaluators import LocalEvaluator
 from evo.search.filter_eval import FilterAndEval
 from evo.search.program import code_hash
 from evo.search.prompt import Example, training_text
+from evo.search.surrogate import NoSurrogate
+from evo.search.tuning import SoftPromptTuner
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +81,8 @@ class EvoPrompting:
 
     def __post_init__(self):
         if self.evaluator is None:
-            from evo.search.evaluators import LocalEvaluator
             self.evaluator = LocalEvaluator(workers=1)
         if self.surrogate is None:
-            from evo.search.surrogate import NoSurrogate
             self.surrogate = NoSurrogate()
 
     @property
@@ -298,7 +299,6 @@ class EvoPrompting:
     @property
     def tuner(self):
         if self._tuner is None:
-            from evo.search.tuning import SoftPromptTuner
             self._tuner = SoftPromptTuner(self.lm, self.tuning, seed=derive_seed(self.settings.seed, "soft_prompt"))
         return self._tuner
 

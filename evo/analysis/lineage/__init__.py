@@ -94,7 +94,7 @@ def tree_layout(nodes: list[dict]) -> dict[int, tuple[float, float]]:
     Sugiyama layout (crossing minimisation over the parent edges), then each layer evenly spaced and
     centred: Sugiyama also places a dummy node wherever an edge crosses a layer, and a parent used again
     many rounds later would stretch the layers to several times their children's count."""
-    import igraph
+    import igraph   # ~1 s to import: only when a tree is laid out (evo.tracking imports this module)
     if not nodes:
         return {}
     layer_of = {r: k for k, r in enumerate(sorted({n["round"] for n in nodes}))}
@@ -180,12 +180,25 @@ def read_page(path: Path) -> dict:
     return json.loads(gzip.decompress(base64.b64decode(m.group(1))))
 
 
+SECTION = re.compile(r"<!-- section: (\w+) -->\n?")
+
+
+def page_template(name: str) -> str:
+    """The page ``name`` (page.html, sweep.html) before its data: its sections (kind: the title's first word, csp:
+    what it adds to the shared security policy, style, body) in the slots of shell.html, the frame both share."""
+    pieces = SECTION.split((HERE / name).read_text())   # [its comment, name, text, name, text, ...]
+    sections = {"csp": "", **dict(zip(pieces[1::2], pieces[2::2]))}
+    sections["kind"], sections["csp"] = sections["kind"].strip(), sections["csp"].strip()
+    return re.sub(r"<!--(KIND|CSP|STYLE|BODY)-->", lambda m: sections[m.group(1).lower()],
+                  (HERE / "shell.html").read_text())
+
+
 def render(data: dict, template: str = "page.html", app: str = "page.js", libs: Sequence[str] = TREE_LIBS) -> str:
     parts = {"VENDOR": "\n".join(_inline_script((VENDOR / name).read_text()) for name in libs),
              "TITLE": html.escape(data.get("title") or "evo"), "DATA": encode(data),
              "APP": _inline_script((HERE / app).read_text())}
     # One pass over the template, so text inside an inserted part is never taken for a placeholder.
-    return re.sub(r"<!--(VENDOR|TITLE|DATA|APP)-->", lambda m: parts[m.group(1)], (HERE / template).read_text())
+    return re.sub(r"<!--(VENDOR|TITLE|DATA|APP)-->", lambda m: parts[m.group(1)], page_template(template))
 
 
 def write_lineage(archive, run_dir: Path, out: Optional[Path] = None) -> Path:

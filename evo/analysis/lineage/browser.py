@@ -25,7 +25,7 @@ def _first(paths) -> Optional[str]:
 def missing() -> Optional[str]:
     """Why a browser session cannot start here, or None when it can."""
     try:
-        import selenium  # noqa: F401
+        import selenium  # noqa: F401  -- optional (the 'test' extra): is it installed?
     except ImportError:
         return "selenium is not installed (pip install -e '.[test]'; scripts/setup.sh does it)"
     if not _first(CHROMIUM_PATHS) or not _first(DRIVER_PATHS):
@@ -35,6 +35,7 @@ def missing() -> Optional[str]:
 
 def chromium(width: int = 1600, height: int = 1000):
     """A selenium driver for headless Chromium with a fresh profile (removed on ``quit``)."""
+    # selenium is optional (the 'test' extra): only for a browser session
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     reason = missing()
@@ -60,7 +61,7 @@ def chromium(width: int = 1600, height: int = 1000):
 
 def wait_ready(driver, timeout: float = 60.0) -> None:
     """Wait until the page has decompressed its data and drawn (body[data-ready]), or raise its error."""
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait   # optional (the 'test' extra)
 
     def done(d):
         return d.execute_script("return document.body && (document.body.dataset.ready || document.body.dataset.error)")

@@ -115,7 +115,7 @@ def _call_rule(rule: str, prefix: str, fn) -> str:
 @lru_cache(maxsize=1)
 def lark_grammar() -> str:
     """The grammar, built from the installed flax.linen (cached: it does not change in a process)."""
-    import flax.linen as nn
+    import flax.linen as nn   # heavy (jax): the search process builds the grammar once, children never
 
     parts = [RULES]
     for layer in LAYERS:

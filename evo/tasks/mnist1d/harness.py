@@ -8,8 +8,10 @@ imported lazily so that the search process can import ``CHILD_ENV`` from here ch
 
 from __future__ import annotations
 
-from evo.outcome import BUILD_ERROR, ChildFailure
-from evo.tasks.child import JAX_CHILD_ENV, build_failure, run_program
+from evo.outcome import BUILD_ERROR, SHAPE_ERROR, ChildFailure
+from evo.sandbox.exported import encode
+from evo.tasks.child import JAX_CHILD_ENV, build_failure, describe, run_program
+from evo.tasks.mnist1d.data import load_splits
 
 CHILD_ENV = JAX_CHILD_ENV
 
@@ -32,7 +34,7 @@ def evaluate_source(code: str, data_path: str, **train_kwargs) -> dict:
 
     Raises ``ChildFailure`` (SYNTAX_ERROR, BUILD_ERROR, SHAPE_ERROR, BATCH_DEPENDENCE, NAN); other
     exceptions escape. ``train_kwargs`` go to ``train_and_evaluate``."""
-    from evo.tasks.mnist1d.trusted import score_export
+    from evo.tasks.mnist1d.trusted import score_export   # jax: not on import (the search imports CHILD_ENV)
 
     return score_export("", data_path=data_path, exported=export_source(code)["exported"], **train_kwargs)
 
@@ -48,13 +50,11 @@ def export_source(code: str, num_inputs: int = 40, init_batch: int | None = None
     training and scoring itself (see evo/sandbox/exported.py). Raises ``ChildFailure`` for a program that cannot be
     built or exported (its own failure: it gains nothing by faking one).
     """
+    # jax (and train, which imports it): here, not on import, so the search process imports CHILD_ENV cheaply
     import jax
     import jax.numpy as jnp
     from jax import export
 
-    from evo.sandbox.exported import encode
-    from evo.outcome import SHAPE_ERROR
-    from evo.tasks.child import describe
     from evo.tasks.mnist1d.train import INIT_BATCH, cross_entropy
 
     init_batch = init_batch or INIT_BATCH
@@ -110,11 +110,12 @@ def evaluate_in_child(code: str, data_path: str, **train_kwargs) -> dict:
     attack tests (tests/test_sandbox_trust.py) that show what it let a child forge: the child's code is
     built, checked and trained in the process that also computes and reports its score. Not used by the
     search."""
+    # jax (checks and train import it): here, not on import, so the search process imports CHILD_ENV cheaply
+    import jax
+
     from evo.tasks.mnist1d.checks import check_model
-    from evo.tasks.mnist1d.data import load_splits
     from evo.tasks.mnist1d.train import train_and_evaluate
 
     model = build_model(code)
     check_model(model)
-    import jax
     return {**train_and_evaluate(model, load_splits(data_path), **train_kwargs), "device": jax.default_backend()}

@@ -7,6 +7,9 @@ from typing import Optional, Sequence
 
 from evo.errors import fail
 from evo.tasks.base import Prepared, Task
+from evo.tasks.mnist1d.data import make_splits, save_splits
+from evo.tasks.mnist1d.grammar import lark_grammar
+from evo.tasks.mnist1d.harness import CHILD_ENV
 
 PRELUDE = "import flax.linen as nn\nimport jax.numpy as jnp"
 PREFILL = "class Model(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n        x ="
@@ -48,7 +51,6 @@ class MNIST1DTask(Task):
 
     def grammar(self) -> str:
         """The ``@nn.compact`` body language, keywords from the installed flax (evo/tasks/mnist1d/grammar.py)."""
-        from evo.tasks.mnist1d.grammar import lark_grammar
         return lark_grammar()
 
     def data_path(self, cache_dir: Path) -> Path:
@@ -57,10 +59,8 @@ class MNIST1DTask(Task):
 
     def prepare(self, cache_dir: Path) -> Prepared:
         """Generate the splits once (< 1 s) into the cache; children read the file, read-only."""
-        from evo.tasks.mnist1d.data import make_splits, save_splits
         path = self.data_path(cache_dir)
         if not path.exists():
             save_splits(make_splits(**self.data_kwargs), path)
-        from evo.tasks.mnist1d.harness import CHILD_ENV
         return Prepared(harness_kwargs={"data_path": str(path), **self.train_kwargs}, readonly_paths=[str(path)],
                         env=dict(CHILD_ENV))

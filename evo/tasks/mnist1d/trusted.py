@@ -19,8 +19,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from evo.sandbox.exported import deserialize, inspect_modules
 from evo.outcome import BUILD_ERROR, ChildFailure
+from evo.sandbox.exported import deserialize, inspect_modules
+from evo.tasks.mnist1d.checks import check_model
+from evo.tasks.mnist1d.data import load_splits
+from evo.tasks.mnist1d.train import INIT_BATCH, init_variables, train_and_evaluate
 
 
 class ExportedModel:
@@ -66,10 +69,6 @@ def score_export(code: str = "", *, data_path: str, exported: dict | None = None
     ``code`` is ignored (the sandbox passes every entry one; this stage never runs child source). Returns what
     ``train_and_evaluate`` returns plus ``baked_constants`` (already included in ``num_params``) and
     ``device``. Raises ``ChildFailure`` (BUILD_ERROR, SHAPE_ERROR, BATCH_DEPENDENCE, NAN)."""
-    from evo.tasks.mnist1d.checks import check_model
-    from evo.tasks.mnist1d.data import load_splits
-    from evo.tasks.mnist1d.train import INIT_BATCH, init_variables, train_and_evaluate
-
     del code
     model, loss_grad, baked = load_model(exported, jax.default_backend())
     check_model(model)

@@ -61,7 +61,7 @@ class MLPEnsemble:
         self.lr, self.weight_decay, self.seed = lr, weight_decay, seed
 
     def fit(self, X, y):
-        import torch
+        import torch   # heavy: only when the BANANAS predictor (benchmarks) is fitted or asked
         X, y = np.asarray(X, np.float32), np.asarray(y, np.float32)
         self._mu, self._sd = X.mean(0), X.std(0) + 1e-6
         self._ym, self._ys = float(y.mean()), float(y.std()) or 1.0
@@ -81,7 +81,7 @@ class MLPEnsemble:
         return self
 
     def _forward(self, xt):
-        import torch
+        import torch   # heavy: only when the BANANAS predictor (benchmarks) is fitted or asked
         h = xt.expand(self.members, *xt.shape)
         for k, (w, b) in enumerate(zip(self._w, self._b)):
             h = torch.baddbmm(b, h, w)
@@ -90,7 +90,7 @@ class MLPEnsemble:
         return h[..., 0]   # (members, n)
 
     def predict_members(self, X) -> np.ndarray:
-        import torch
+        import torch   # heavy: only when the BANANAS predictor (benchmarks) is fitted or asked
         with torch.no_grad():
             xt = torch.from_numpy((np.asarray(X, np.float32) - self._mu) / self._sd)
             return self._forward(xt).numpy() * self._ys + self._ym

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from evo.tasks.nas_bench_graph.render import render
 from evo.tasks.nas_bench_graph.space import NODES, Architecture, operations
 
 STRUCTURAL = ("adjacency", "path")
@@ -135,7 +136,6 @@ def embed_into(cache: EmbeddingCache, embedder, name: str, archs: Sequence[Archi
                log=print) -> None:
     """Embed the rendered class of every ``arch`` the cache lacks for ``name``, ``batch`` at a time,
     committing each batch (stop and rerun to resume)."""
-    from evo.tasks.nas_bench_graph.render import render
     have = cache.keys(name)
     todo = [a for a in archs if a.key() not in have]
     log(f"{name}: {len(archs) - len(todo)} cached, {len(todo)} to embed")

@@ -5,11 +5,11 @@ space is a BUILD_ERROR with the parser's reason (the search records it and goes 
 from __future__ import annotations
 
 from evo import outcome
+from evo.tasks.nas_bench_graph.render import parse
+from evo.tasks.nas_bench_graph.space import SpaceError, lookup
 
 
 def evaluate_source(code: str, dataset: str) -> dict:
-    from evo.tasks.nas_bench_graph.render import parse
-    from evo.tasks.nas_bench_graph.space import SpaceError, lookup
     try:
         arch = parse(code)
         record = lookup(arch, dataset)

@@ -16,6 +16,8 @@ import io
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv", "proteins")
 NODES = 4
 
@@ -27,7 +29,7 @@ class SpaceError(ValueError):
 def package():
     """The ``nas_bench_graph`` module, or an ImportError that says how to install it."""
     try:
-        import nas_bench_graph
+        import nas_bench_graph   # optional (the 'nasbench' extra): the error below says how to install it
     except ImportError as exc:
         raise ImportError("task=nas_bench_graph needs the NAS-Bench-Graph tables: pip install nas-bench-graph "
                           "(or pip install -e '.[nasbench]'; scripts/setup.sh installs it)") from exc
@@ -127,7 +129,6 @@ def lookup(arch: Architecture, dataset: str) -> Record:
 
 def arrays(dataset: str, archs: Sequence[Architecture] = None):
     """(archs, validation, test) of a whole space as numpy arrays, in ``space(dataset)`` order."""
-    import numpy as np
     archs = list(space(dataset) if archs is None else archs)
     rows = [table(dataset)[a.key()] for a in archs]
     return archs, np.array([float(r["valid_perf"]) for r in rows]), np.array([float(r["perf"]) for r in rows])

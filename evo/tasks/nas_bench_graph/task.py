@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from evo.errors import fail
 from evo.tasks.base import Prepared, Task
 from evo.tasks.nas_bench_graph import render
-from evo.tasks.nas_bench_graph.space import DATASETS, Architecture, space
+from evo.tasks.nas_bench_graph.space import DATASETS, Architecture, package, space, table
 
 PREFILL = "class Model(torch.nn.Module):\n    def __init__(self, dim):\n        super().__init__()\n        self.node1 ="
 
@@ -45,7 +45,6 @@ class NASBenchGraphTask(Task):
             fail("task.dataset", cfg.get("dataset"), f"NAS-Bench-Graph has tables for {', '.join(DATASETS)}.",
                  "pass e.g. task.dataset=cora.")
         try:
-            from evo.tasks.nas_bench_graph.space import package
             package()
         except ImportError as exc:
             fail("task", "nas_bench_graph", str(exc) + ".", "pip install nas-bench-graph (scripts/setup.sh does).")
@@ -55,7 +54,6 @@ class NASBenchGraphTask(Task):
         gcn/gat/gin/graph/sage in a chain), rendered; on proteins only those its table holds."""
         if self.seeds_dir:
             return super().seed_programs()
-        from evo.tasks.nas_bench_graph.space import package, table
         held, seeds = table(self.dataset), {}
         for a in package().anchors:
             arch = Architecture(a.link, a.ops)
