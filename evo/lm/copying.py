@@ -74,7 +74,7 @@ class CopyPenalty:
     def apply(self, scores, alive: Sequence[int], texts: Sequence[str], lengths: Sequence[int], keep=None) -> None:
         """Lower, in place, the logits (``scores``: alive rows x kept columns) of the tokens that would keep
         each still-copying row on a copy; ``keep`` maps columns to token ids (head_vocab=code)."""
-        import torch
+        import torch  # here, not at import: evo.lm.hf imports this module and keeps its own torch imports lazy
         for pos, row in enumerate(alive):
             if not self.open[row] or lengths[row] < self.after:
                 continue

@@ -58,7 +58,7 @@ def decode(text, what: str) -> bytes:
 
 def deserialize(text, what: str):
     """Bytes from the untrusted process -> ``jax.export.Exported``; BUILD_ERROR if unreadable."""
-    from jax import export
+    from jax import export  # jax here, not at import: the search process imports this module (docstring)
 
     blob = decode(text, what)
     try:
@@ -86,6 +86,7 @@ def inspect_modules(named: dict, platform: str | None = None) -> ModuleReport:
     Raises ChildFailure(BUILD_ERROR) for a custom call outside ALLOWED_CUSTOM_CALLS, a host transfer, a side
     effect, more than one device, or a module not lowered for ``platform``. Distinct constants are counted
     once across all modules (the gradient module repeats the forward pass's constants)."""
+    # jax here, not at import: the search process imports this module (docstring)
     from jax._src.interpreters import mlir as jax_mlir
     from jax._src.lib.mlir import ir
 

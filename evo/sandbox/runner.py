@@ -60,6 +60,7 @@ import secrets
 import select
 import selectors
 import shutil
+import site
 import signal
 import subprocess
 import sys
@@ -68,6 +69,7 @@ import tempfile
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
@@ -355,8 +357,6 @@ def _python_paths() -> list[str]:
         p = sysconfig.get_paths().get(key)
         if p:
             paths.add(p)
-    import site
-
     try:
         paths.update(site.getsitepackages())
     except AttributeError:  # old virtualenv
@@ -777,7 +777,6 @@ _SPAWNER: list = []
 def _spawn(*args, **kwargs) -> subprocess.Popen:
     with _POOL_LOCK:
         if not _SPAWNER:
-            from concurrent.futures import ThreadPoolExecutor
 
             _SPAWNER.append(ThreadPoolExecutor(1, thread_name_prefix="evo-trusted-spawner"))
         spawner = _SPAWNER[0]

@@ -21,10 +21,15 @@ can never reach the result channel. Exit code 3 means the spec itself was unusab
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import importlib
 import json
 import os
+import resource
 import signal
 import sys
+import traceback
 
 # Out-of-memory signatures in exception messages and logs (also used by evo.sandbox.runner).
 OOM_SIGNATURES = (
@@ -53,7 +58,7 @@ def exception_outcome(exc: BaseException) -> tuple[str, str]:
     Task harnesses may use this too, so that an allocator failure they catch is still
     reported as MEMORY rather than CRASHED.
     """
-    from evo import outcome
+    from evo import outcome  # evo is importable once the spec's pythonpath is on sys.path (main, serve)
 
     try:
         message = str(exc)
@@ -74,8 +79,6 @@ def exception_outcome(exc: BaseException) -> tuple[str, str]:
 
 
 def _set_rlimits(limits: dict) -> None:
-    import resource
-
     def cap(which: int, soft: int, hard: int | None = None) -> None:
         hard = soft if hard is None else hard
         old_soft, old_hard = resource.getrlimit(which)
@@ -100,8 +103,6 @@ def _cpu_budget(cpu_s: float) -> None:
     ~4 CPU s each reach a 130 s cap) and kill a child that used only its share. The soft limit moves to what has been
     used so far plus the cap (a soft limit may be raised up to the hard one without privilege); SIGXCPU at the soft
     limit ends the worker, as it would a one-shot one, and the runner reports TIMEOUT "cpu limit"."""
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = int(usage.ru_utime + usage.ru_stime + cpu_s + 0.999)
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -112,8 +113,6 @@ def _cpu_budget(cpu_s: float) -> None:
 
 def _prctl(option: int, arg: int) -> None:
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(option, arg, 0, 0, 0)
     except Exception:
@@ -140,8 +139,6 @@ def drop_capabilities() -> bool:
     that a child of a root search process cannot use CAP_SYS_PTRACE / CAP_DAC_* to read the non-dumpable
     search process or other children. True if /proc/self/status then shows no effective capability."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
@@ -242,7 +239,7 @@ def _send(fd: int, nonce: str, status: str, reason: str, payload: dict) -> None:
         body = json.dumps({"nonce": nonce, "status": status, "reason": reason,
                            "payload": payload}, default=_json_default, allow_nan=True)
     except Exception as exc:  # unserialisable payload (or MemoryError while encoding)
-        from evo import outcome
+        from evo import outcome  # evo is importable once the spec's pythonpath is on sys.path (main, serve)
 
         body = json.dumps({"nonce": nonce, "status": outcome.CRASHED, "payload": {},
                            "reason": _one_line(f"payload not JSON-serialisable: {exc}")})
@@ -280,10 +277,7 @@ def serve(result_fd: int) -> int:
     for path in reversed(setup.get("pythonpath") or []):
         if path not in sys.path:
             sys.path.insert(0, path)
-    import gc
-    import importlib
-
-    from evo import outcome
+    from evo import outcome  # the setup's pythonpath is on sys.path from here
 
     rlimits = dict(setup.get("rlimits") or {})
     cpu_per_request = rlimits.pop("cpu_s", None)  # RLIMIT_CPU counts a whole life: given per request below
@@ -326,8 +320,6 @@ def serve(result_fd: int) -> int:
             status, reason = exception_outcome(exc)
             payload = {}
             if not isinstance(exc, outcome.ChildFailure):
-                import traceback
-
                 traceback.print_exc()
         _report(result_fd, nonce, status, reason, payload)
         if "jax" in sys.modules:  # compiled executables of the last model: free them
@@ -383,8 +375,6 @@ def main(argv: list[str]) -> int:
                 raise RuntimeError(f"could not apply Landlock ({type(exc).__name__}: {exc}): refusing to run "
                                    "the entry") from exc
         module_name, _, func_name = entry.partition(":")
-        import importlib
-
         fn = getattr(importlib.import_module(module_name), func_name)
         # 3. the untrusted part
         result = fn(code, **kwargs)
@@ -398,8 +388,6 @@ def main(argv: list[str]) -> int:
             status, reason = exception_outcome(exc)
             payload = {}
             if not isinstance(exc, outcome.ChildFailure):
-                import traceback
-
                 traceback.print_exc()
         except BaseException:  # noqa: BLE001
             status, reason, payload = outcome.CRASHED, "unreportable exception", {}
