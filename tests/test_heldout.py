@@ -73,3 +73,21 @@ def test_heldout_retrains_the_best_programs_per_variant_and_resumes(tmp_path, ca
     # other sandbox settings in the same folder are refused
     assert main([str(runs), "--top", "2", "--out", str(out), "--steps", "30", "--timeout-s", "200"]) == 2
     assert "under other settings (sandbox differ)" in capsys.readouterr().err
+
+
+def test_runs_of_two_protocols_are_refused_unless_allowed_and_then_flagged(tmp_path, capsys):
+    runs = tmp_path / "sweep"
+    base = {**SWEEP_CFG, "task": {**TASK, "eval_every": 10}, "cache_dir": str(tmp_path / "cache")}
+    for (ablation, seed), cpu_s in zip((("none", 0), ("random_parents", 0)), (None, 130.0)):
+        cfg = {**base, "sandbox": {"timeout_s": 120, "memory_mb": 4096, "cpu_s": cpu_s, "max_file_mb": 64,
+                                   "threads": 1, "isolation": "auto"}}
+        make_program_run(runs / f"{ablation}_{seed}", [("mlp.py", -100.0)], cfg, ablation, seed)
+    out = tmp_path / "heldout"
+    assert main([str(runs), "--top", "1", "--train-seeds", "1", "--out", str(out), *STEPS]) == 2
+    err = capsys.readouterr().err
+    assert "sandbox.cpu_s" in err and "--allow-protocol-mismatch" in err and not out.exists()
+    assert main([str(runs), "--top", "1", "--train-seeds", "1", "--out", str(out), *STEPS,
+                 "--allow-protocol-mismatch"]) == 0
+    assert len((out / "heldout.jsonl").read_text().splitlines()) == 2
+    assert "PROTOCOL MISMATCH of the searches (--allow-protocol-mismatch): sandbox.cpu_s differs" in \
+        (out / "heldout.md").read_text()

@@ -171,6 +171,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="output folder (default: <first RUN>/heldout); a rerun resumes it")
     p.add_argument("--include-incomplete", action="store_true", help="keep runs stopped part-way (as evo.compare)")
     p.add_argument("--retry-failed", action="store_true", help="train again what failed (timeout, crash, ...)")
+    p.add_argument("--allow-protocol-mismatch", action="store_true", help="take runs made under different task/"
+                   "training settings, sandbox limits or sample budgets (refused by default, as evo.compare), flagging "
+                   "the keys; every program is retrained here under one protocol (the first run's task and sandbox)")
     args = p.parse_args(argv)
     for name in ("top", "train_seeds", "steps"):
         if getattr(args, name) < 1:
@@ -185,7 +188,7 @@ def heldout(args: argparse.Namespace) -> dict:
     out = args.out or (Path(args.runs[0]) if Path(args.runs[0]).is_dir() else folders[0]) / "heldout"
     with opened(folders, load_run) as runs:
         check_same_task(runs)
-        check_same_protocol(runs, allow=False)
+        mismatch = check_same_protocol(runs, allow=args.allow_protocol_mismatch)
         variants = group_variants(runs, args.by)
         drop_twins(variants)
         incomplete = [] if args.include_incomplete else incomplete_runs([r for rs in variants.values() for r in rs])
@@ -241,6 +244,9 @@ def heldout(args: argparse.Namespace) -> dict:
         current = [r for r in records if r["steps"] == args.steps and r["train_seed"] in seeds]
         rows = summarise(current, plan)
         text = markdown(rows, args.steps, seeds)
+        if mismatch:
+            text += "\nPROTOCOL MISMATCH of the searches (--allow-protocol-mismatch): " + "; ".join(
+                f"{k} differs ({', '.join(v)})" for k, v in mismatch.items()) + "\n"
         (out / "heldout.md").write_text(text)
         (out / "heldout.json").write_text(json.dumps({"steps": args.steps, "train_seeds": seeds, "top": args.top,
                                                       "variants": rows}, indent=2))
