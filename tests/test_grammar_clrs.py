@@ -105,14 +105,14 @@ def test_constrained_sampling_writes_only_the_grammar(tiny):
 @pytest.mark.slow
 def test_gemma_clrs_search_under_the_grammar(tmp_path):
     """A real CLRS search round with the default operator (Gemma-3-270M, offline) and crossmut.constrain=grammar:
-    every child's row records the constraint, and each body the grammar ended is one it accepts. Two short
-    seeds (v8 and v8 on an MLP) keep the samples short and cheap."""
+    every child's row records the constraint, and each body that ended at its return line is one the grammar
+    accepts. One short seed (v8, two lines) keeps the samples short and the run cheap (~3-5 min here, most of it
+    the seed's training compile)."""
     from test_clrs_search import TINY_CLRS
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     v8 = (SEEDS / "v8.py").read_text()
     (seeds / "v8.py").write_text(v8)
-    (seeds / "v8_mlp.py").write_text(v8.replace("hk.Linear(out_size)(z)", "hk.nets.MLP([out_size, out_size])(z)"))
     run_dir = tmp_path / "run"
     settings = ("lm.max_new_tokens=60", "search.rounds=1", "search.prompts_per_round=1", "crossmut.samples_per_prompt=2",
                 "crossmut.constrain=grammar", "search.alpha=1.0", "selection.survivors=2", "progress=false")
@@ -120,15 +120,16 @@ def test_gemma_clrs_search_under_the_grammar(tmp_path):
            f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "declares no grammar" not in proc.stderr
+    said = proc.stdout + proc.stderr + (run_dir / "run.log").read_text()
+    assert "samples are unconstrained" not in said   # CLRS declares its grammar now
     children = rows(run_dir, "SELECT code, repairs, stop_reason FROM children WHERE round = 0")
     assert len(children) == 2
     lm = HFCausalLM("packaged:gemma3-270m", max_new_tokens=1)   # its tokenizer, for the matcher
     for c in children:
         assert json.loads(c["repairs"])[0] == "constrained:grammar"
-        if c["stop_reason"] == "grammar":
+        if c["stop_reason"] in ("rule", "grammar"):   # ended at its return line (the stop rule sees it first)
             assert accepts(lm, body(c["code"])), c["code"]
-    assert any(c["stop_reason"] == "grammar" for c in children)
+    assert any(c["stop_reason"] in ("rule", "grammar") for c in children)
 
 
 def test_a_return_line_cut_at_the_token_cap_is_dropped_and_closed():
