@@ -175,6 +175,12 @@ def main() -> None:
         print(f"{name}: {res['new_building']}/{res['samples']} new building, {res['copies']} copies, "
               f"{res['syntax_errors']} syntax errors, {res['invented_name_build_errors']} invented names "
               f"({res['seconds']} s)", flush=True)
+    # Variants not run this time keep their earlier figures (each is a separate run of the same protocol).
+    out = Path(args.out)
+    ran = {r["variant"] for r in results}
+    earlier = json.loads(out.read_text())["results"] if out.exists() else []
+    results = sorted([r for r in earlier if r["variant"] not in ran and r["variant"] in VARIANTS] + results,
+                     key=lambda r: list(VARIANTS).index(r["variant"]))
     payload = {"task": "clrs (experiment=clrs_demo: graham_scan, hidden 32)", "lm": f"{cfg.lm.name} (default)",
                "lm_max_new_tokens": int(cfg.lm.max_new_tokens), "prompts": args.prompts,
                "samples_per_prompt": args.samples, "seed": args.seed, "stage": "up to build and export (no training)",

@@ -63,6 +63,11 @@ def test_grammar_rejects_invented_keywords_modules_and_names(tiny):
     assert undefined != v1 and not accepts(tiny, undefined)
     assert not accepts(tiny, v8.replace("tri_1", "in_planes"))
     assert not accepts(tiny, v8.split("    return")[0])                                          # no return
+    # every line introduces the next name; only triplets is reassigned (a reassigned representation is
+    # how unconstrained-by-order samples ran in cycles to the token cap)
+    tail = "    return hk.Linear(out_size)(jnp.max(triplets, axis=1))\n"
+    assert not accepts(tiny, v1.replace(tail, "    tri_1 = jax.nn.relu(tri_1)\n" + tail))
+    assert accepts(tiny, v1.replace(tail, "    triplets = jax.nn.relu(triplets)\n" + tail))
     # what the grammar allows beyond the seeds: other Haiku modules and keywords, None-indexing
     assert accepts(tiny, v8.replace("hk.Linear(out_size)(z)", "hk.LayerNorm(axis=-1, create_scale=True, "
                                     "create_offset=True)(hk.nets.MLP([out_size, out_size], activation=jax.nn.gelu)(z))"))

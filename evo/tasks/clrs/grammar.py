@@ -10,7 +10,11 @@ when it is read:
   ``tri_1, tri_2, tri_3, tri_e_1, tri_e_2, tri_e_3, tri_g`` (each a prefix of that list, as every seed
   defines one), then ``triplets``. The grammar is a small state machine over "how many representations
   are defined, and is ``triplets``": a line may only read names already assigned, so an undefined name
-  (the README's clrs_demo run lost samples to them) cannot be written. A defined name may be reassigned;
+  (the README's clrs_demo run lost samples to them) cannot be written. Only ``triplets`` may be
+  reassigned: every other line introduces the next name. Nothing computable is lost (a chain of
+  reassignments is one expression), and it bounds the body: with reassignment allowed, Gemma-270M wrote
+  runaway cycles of ``tri_e_1 = ...; tri_e_2 = ...; tri_e_3 = ...`` redefinitions until the token cap
+  (benchmarks/operator_yield_clrs.py, README);
 - Haiku modules constructed and applied in place (``hk.Linear(nb_triplet_fts)(z)``): ``hk.Linear``,
   ``hk.nets.MLP``, ``hk.LayerNorm``, ``hk.RMSNorm``, with keyword arguments taken from the installed
   ``inspect.signature`` of each (so an invented keyword cannot be written, and a new Haiku brings its
@@ -173,17 +177,13 @@ def _body_rules() -> str:
     lines = ['start: " " expr_r0 "\\n" body_r1']
     k_max = len(REPRESENTATIONS)
     for k in range(1, k_max + 1):
-        defined = REPRESENTATIONS[:k]
         alts = []
         if k < k_max:   # introduce the next representation
             alts.append(f'{_lit("    " + REPRESENTATIONS[k] + " = ")} expr_r{k} "\\n" body_r{k + 1}')
-        reassign = " | ".join(_lit(f"    {x} = ") for x in defined)
-        alts.append(f'({reassign}) expr_r{k} "\\n" body_r{k}')
         alts.append(f'{_lit(f"    {TRIPLETS} = ")} expr_r{k} "\\n" body_t{k}')
         alts.append(f'"    return " expr_r{k} "\\n"')
         lines.append(f"body_r{k}: " + "\n    | ".join(alts))
-        reassign_t = " | ".join(_lit(f"    {x} = ") for x in defined + (TRIPLETS,))
-        lines.append(f'body_t{k}: ({reassign_t}) expr_t{k} "\\n" body_t{k}\n    | "    return " expr_t{k} "\\n"')
+        lines.append(f'body_t{k}: {_lit(f"    {TRIPLETS} = ")} expr_t{k} "\\n" body_t{k}\n    | "    return " expr_t{k} "\\n"')
     return "\n".join(lines)
 
 
