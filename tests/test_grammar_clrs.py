@@ -152,3 +152,16 @@ def test_a_return_line_cut_at_the_token_cap_is_dropped_and_closed():
     complete = " hk.Linear(out_size)(z)\n    return jnp.tile(jnp.expand_dims(tri_1, axis=1), (1, z.shape[1], 1, 1))"
     code, repairs = finish(task.prelude, task.prefill, complete, rules, task.closing_return, task.entry)
     assert repairs == [] and "jnp.tile" in code   # a complete last return line (eos after it) is kept
+
+
+def test_a_task_without_a_grammar_is_said_once_and_sampled_unconstrained(tiny, caplog):
+    """Both model tasks declare one now; NAS-Bench-Graph's class text does not (yet): the operator says so once."""
+    import logging
+    from evo.tasks.nas_bench_graph.task import NASBenchGraphTask
+    op = CrossMut(constrain="grammar")
+    assert op.grammar_for(tiny, CLRSTask()) == lark_grammar()
+    with caplog.at_level(logging.WARNING, logger="evo.search.crossmut"):
+        assert op.grammar_for(tiny, NASBenchGraphTask()) is None
+        assert op.grammar_for(tiny, NASBenchGraphTask()) is None
+    said = [r.getMessage() for r in caplog.records if "samples are unconstrained" in r.getMessage()]
+    assert said == ["crossmut.constrain=grammar, but task nas_bench_graph declares no grammar: samples are unconstrained"]
