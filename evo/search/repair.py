@@ -78,6 +78,12 @@ def finish(prelude: str, prefill: str, completion: str, rules: ClassRules, closi
     lines = full.rstrip().split("\n") if end is None else full.split("\n")[:end[0]]
     repairs: list[str] = []
     why = end[1] if end else "cut_off"
+    if (why == "return" and end[0] == len(full.split("\n")) and not completion.endswith("\n")
+            and not _compiles(prelude, lines)):
+        # the return line itself hit the token cap (``return f(g(`` ...): it is incomplete, like any cut-off
+        # line; drop it below and close the body with the task's return. (With a grammar a cut sample is a
+        # valid prefix, often of a long return line, so this is where its syntax errors would come from.)
+        why, end = "cut_off", None
     if why in ("repetition", "too_long"):
         repairs.append(f"cut_{why}")
     while lines and not lines[-1].strip():

@@ -95,6 +95,11 @@ class CLRSTask(Task):
                  f"task.train_samples={cfg.train_samples} trajectories.",
                  f"pass task.batch_size<={cfg.train_samples} or raise task.train_samples.")
 
+    def grammar(self) -> str:
+        """The triplet-function body language, keywords from the installed Haiku and JAX (evo/tasks/clrs/grammar.py)."""
+        from evo.tasks.clrs.grammar import lark_grammar
+        return lark_grammar()
+
     def pool_specs(self) -> dict:
         """split -> [(pool name, "split:length:samples:seed")]: each split and length has its own seed."""
         from evo.tasks.clrs.data import pool_name
