@@ -122,6 +122,7 @@ def _module_rule(rule: str, path: str, cls) -> str:
 def _function(module, name: str, *keywords: str) -> str:
     """``jnp.<name>`` / ``jax.nn.<name>`` as the child writes it, after checking that the installed JAX has
     it and that its signature takes ``keywords`` (a keyword it lacks would be a build error)."""
+    # jax and haiku only when the grammar is built (crossmut.constrain=grammar): the search imports this task module
     import jax
     import jax.numpy as jnp
     owner = {"jnp": jnp, "jax.nn": jax.nn}[module]
@@ -190,7 +191,7 @@ def _body_rules() -> str:
 @lru_cache(maxsize=1)
 def lark_grammar() -> str:
     """The grammar, built from the installed Haiku and JAX (cached: they do not change in a process)."""
-    import haiku as hk
+    import haiku as hk  # only when the grammar is built: haiku imports jax, which the search process may not need
 
     parts = [_body_rules(), COMMON]
     parts.append("tensor_arg: " + " | ".join(_lit(x) for x in TENSOR_ARGS))

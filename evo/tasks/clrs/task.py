@@ -97,7 +97,7 @@ class CLRSTask(Task):
 
     def grammar(self) -> str:
         """The triplet-function body language, keywords from the installed Haiku and JAX (evo/tasks/clrs/grammar.py)."""
-        from evo.tasks.clrs.grammar import lark_grammar
+        from evo.tasks.clrs.grammar import lark_grammar  # its jax and haiku imports only when a grammar is asked for
         return lark_grammar()
 
     def pool_specs(self) -> dict:
