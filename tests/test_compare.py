@@ -448,10 +448,10 @@ def test_variants_run_under_different_protocols_are_refused_naming_the_keys(tmp_
     assert "task.train_steps: 40 in 1 run(s)" in err and "8000 in 1 run(s)" in err
     assert "budget (search.rounds x search.prompts_per_round x crossmut.samples_per_prompt): 24" in err
     assert "--allow-protocol-mismatch" in err and not (tmp_path / "o").exists()
-    # a variant that differs only in what the operator may write is comparable
+    # a variant that differs only in what the operator may write, or in how fast children train, is comparable
     make_run(tmp_path / "ok" / "a", children_of(0.5), seed=0, extra=SWEEP_CFG)
     make_run(tmp_path / "ok" / "b", children_of(0.5), ablation="random_parents", seed=0,
-             extra={**SWEEP_CFG, "task": {"banned_words": ["self."]}})
+             extra={**SWEEP_CFG, "task": {"banned_words": ["self."], "train_loop": "scan"}})
     assert main([str(tmp_path / "ok"), "--out", str(tmp_path / "o_ok"), "--bootstrap", "50"]) == 0
     # compared anyway on request: flagged in the table
     table = _table(runs, tmp_path / "o2", "--allow-protocol-mismatch", "--include-incomplete")

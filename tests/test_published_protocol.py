@@ -46,6 +46,7 @@ def test_fit_on_val_trains_on_the_validation_examples_and_the_final_test_accurac
 
 def test_the_protocol_knobs_reach_the_harness_only_when_set():
     assert "fit_on_val" not in MNIST1DTask().train_kwargs   # the search's children: unchanged settings
+    assert "train_loop" not in MNIST1DTask().train_kwargs and MNIST1DTask(train_loop="scan").train_kwargs["train_loop"] == "scan"
     task = MNIST1DTask(fit_on_val=True, shuffle=False, batch_size=100, weight_decay=0.0, train_steps=6000)
     assert task.train_kwargs == {"steps": 6000, "batch_size": 100, "learning_rate": 0.01, "weight_decay": 0.0,
                                  "eval_every": 250, "seed": 0, "fit_on_val": True, "shuffle": False}

@@ -255,9 +255,9 @@ def check_same_task(runs: Sequence[Run]) -> None:
 
 # Settings that must be equal for a comparison of search variants to be fair: what a child is trained
 # and scored under, and how many LM samples a run gets. Everything else may be what varies.
-_PROTOCOL_SECTIONS = ("task",)                       # every key of these (but the operator's banned words)
+_PROTOCOL_SECTIONS = ("task",)                       # every key of these (but _NOT_PROTOCOL's)
 _PROTOCOL_KEYS = ("search.alpha", "sandbox.timeout_s", "sandbox.memory_mb", "sandbox.cpu_s")
-_NOT_PROTOCOL = ("task.banned_words",)
+_NOT_PROTOCOL = ("task.banned_words", "task.train_loop")   # the operator's words; how fast a child trains
 BUDGET = "budget (search.rounds x search.prompts_per_round x crossmut.samples_per_prompt)"
 
 

@@ -25,9 +25,9 @@ ARCHIVE = "archive.sqlite"
 DATASET_FORMAT = "evo-children/1"
 DATASET_SUFFIXES = (".jsonl.gz", ".jsonl")
 T = TypeVar("T")
-# Task keys that change what the LM is shown or may write, not how a program is scored; every other
-# task key (train steps, batch size, learning rate, data and seeds...) is part of the protocol.
-NOT_PROTOCOL = ("allowed_imports", "banned_words", "seeds_dir")
+# Task keys that change what the LM is shown or may write, or only how fast a program trains (train_loop), not how it
+# is scored; every other task key (train steps, batch size, learning rate, data and seeds...) is part of the protocol.
+NOT_PROTOCOL = ("allowed_imports", "banned_words", "seeds_dir", "train_loop")
 
 
 class RunsError(Exception):

@@ -32,8 +32,9 @@ class MNIST1DTask(Task):
         # passed as +task.fit_on_val=true); not in conf/task/mnist1d.yaml, so stored runs' task settings
         # (and their resume checks) are unchanged. See train_and_evaluate.
         self.train_kwargs = dict(steps=train_steps, batch_size=batch_size, learning_rate=learning_rate,
-                                 weight_decay=weight_decay, eval_every=eval_every, seed=train_seed,
-                                 train_loop=train_loop)
+                                 weight_decay=weight_decay, eval_every=eval_every, seed=train_seed)
+        if train_loop != "auto":   # auto is the trainer's own default: the harness gets today's keywords
+            self.train_kwargs["train_loop"] = train_loop
         if fit_on_val or not shuffle:
             self.train_kwargs.update(fit_on_val=bool(fit_on_val), shuffle=bool(shuffle))
         self.data_kwargs = dict(dataset_seed=dataset_seed, val_size=val_size, split_seed=split_seed)
