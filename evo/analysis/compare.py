@@ -304,6 +304,12 @@ def protocol_differences(runs: Sequence[Run]) -> dict[str, dict[str, list[str]]]
     return out
 
 
+def mismatch_note(mismatch: dict, what: str = "") -> str:
+    """The line a table ends with when runs of different protocols were compared anyway (check_same_protocol)."""
+    return (f"\nPROTOCOL MISMATCH{what} (--allow-protocol-mismatch): "
+            + "; ".join(f"{k} differs ({', '.join(v)})" for k, v in mismatch.items()) + "\n")
+
+
 def check_same_protocol(runs: Sequence[Run], allow: bool) -> dict[str, dict[str, list[str]]]:
     """Refuse runs trained under different settings or budgets (CompareError naming the keys); with
     ``allow``, warn and return the differences so the table can flag them."""
@@ -849,8 +855,7 @@ def compare(args: argparse.Namespace) -> dict:
             text += "\nTwins (one replicate counted once): " + "; ".join(
                 f"{t['variant']} seed {t['seed']}: kept {t['kept']}, dropped {', '.join(t['dropped'])}" for t in twins) + "\n"
         if mismatch:
-            text += "\nPROTOCOL MISMATCH (--allow-protocol-mismatch): " + "; ".join(
-                f"{k} differs ({', '.join(v)})" for k, v in mismatch.items()) + "\n"
+            text += mismatch_note(mismatch)
         text += "\n" + tests_markdown(tests, baseline)
         paths["table_md"].write_text(text)
         best = best_variants(rows)

@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 
 from evo import outcome
 from evo.analysis.compare import (CompareError, check_same_protocol, check_same_task, drop_twins, group_variants,
-                                  incomplete_runs, load_run)
+                                  incomplete_runs, load_run, mismatch_note)
 from evo.archive.runs import command, find_run_folders, opened
 from evo.sandbox.runner import SandboxLimits
 from evo.search.evaluators import cpu_slots
@@ -245,8 +245,7 @@ def heldout(args: argparse.Namespace) -> dict:
         rows = summarise(current, plan)
         text = markdown(rows, args.steps, seeds)
         if mismatch:
-            text += "\nPROTOCOL MISMATCH of the searches (--allow-protocol-mismatch): " + "; ".join(
-                f"{k} differs ({', '.join(v)})" for k, v in mismatch.items()) + "\n"
+            text += mismatch_note(mismatch, " of the searches")
         (out / "heldout.md").write_text(text)
         (out / "heldout.json").write_text(json.dumps({"steps": args.steps, "train_seeds": seeds, "top": args.top,
                                                       "variants": rows}, indent=2))
