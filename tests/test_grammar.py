@@ -16,6 +16,7 @@ from evo.lm.hf import HFCausalLM
 from evo.search.prompt import normalise_entry
 from evo.tasks.mnist1d.grammar import LAYERS, lark_grammar
 from evo.tasks.mnist1d.task import PREFILL, MNIST1DTask
+from grammar_check import grammar_accepts
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds" / "mnist1d"
 
@@ -26,10 +27,7 @@ def tiny(tiny_lm_dir):
 
 
 def accepts(lm, text: str) -> bool:
-    """Whether the grammar's matcher takes all of ``text`` and may end there."""
-    matcher = lm._matcher(lark_grammar())
-    ids = lm.tokenizer(text, add_special_tokens=False).input_ids
-    return matcher.consume_tokens(ids) and matcher.is_accepting()
+    return grammar_accepts(lm, lark_grammar(), text)
 
 
 def seed_completion(path: Path) -> str:

@@ -20,6 +20,7 @@ from evo.search.crossmut import CrossMut
 from evo.search.prompt import Example, normalise_entry
 from evo.tasks.clrs.grammar import MODULES, lark_grammar
 from evo.tasks.clrs.task import PREFILL, CLRSTask
+from grammar_check import grammar_accepts
 from runs import REPO, rows
 
 SEEDS = REPO / "seeds" / "clrs"
@@ -31,10 +32,7 @@ def tiny(tiny_lm_dir):
 
 
 def accepts(lm, text: str) -> bool:
-    """Whether the grammar's matcher takes all of ``text`` and may end there."""
-    matcher = lm._matcher(lark_grammar())
-    ids = lm.tokenizer(text, add_special_tokens=False).input_ids
-    return matcher.consume_tokens(ids) and matcher.is_accepting()
+    return grammar_accepts(lm, lark_grammar(), text)
 
 
 def body(code: str) -> str:
