@@ -14,7 +14,10 @@ from other jobs hits both alike. Reported per run: wall seconds of the whole eva
 measured (``train_s``, ``compile_s``, ``s_per_step``, ``init_s``, ``eval_s``) and the scores, which must agree.
 
     python benchmarks/clrs_trust_cost.py                                  # tiny BFS (hidden 16, 5 nodes)
-    python benchmarks/clrs_trust_cost.py --hidden 128 --length 16 --samples 64 --batch 32 --steps 50
+    python benchmarks/clrs_trust_cost.py --algorithm graham_scan --hidden 32 --length 8 --test-length 16 \
+        --samples 200 --batch 16 --steps 300 --repeats 3                  # experiment=clrs_demo's child
+    python benchmarks/clrs_trust_cost.py --hidden 128 --length 16 --samples 64 --batch 32 --steps 200 \
+        --memory-mb 16384                                                 # the paper's sizes
 
 Writes benchmarks/results/clrs_trust_cost.json (``--out``).
 """
@@ -54,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2, help="rounds; each runs both paths once")
     ap.add_argument("--cpu", type=int, default=1, help="core the children are pinned to")
+    ap.add_argument("--memory-mb", type=int, default=4096,
+                    help="sandbox.memory_mb of both paths (the paper's size, hidden 128 on 16 nodes, needs ~16384)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "clrs_trust_cost.json"))
     args = ap.parse_args(argv)
 
@@ -74,7 +79,7 @@ def main(argv=None) -> int:
               "batch_size": args.batch, "eval_batch_size": 8, "hidden_dim": args.hidden,
               "eval_every": max(1, args.steps // 2), "seed": 0}
     code = (ROOT / "seeds" / "clrs" / "v1.py").read_text()
-    limits = SandboxLimits(timeout_s=3600)
+    limits = SandboxLimits(timeout_s=3600, memory_mb=args.memory_mb)
     runs = []
     load = [os.getloadavg()[0]]
     for r in range(args.repeats):

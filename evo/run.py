@@ -30,7 +30,7 @@ from evo.analysis.report import write_report
 from evo.archive import Archive
 from evo.archive.moved import current_paths
 from evo.config import ConfigError, effective_search, register_configs, tunes_soft_prompt, validate
-from evo.sandbox.runner import SandboxLimits, describe_isolation
+from evo.sandbox.runner import SandboxLimits, compile_cache_for, describe_isolation
 from evo.search.crossmut import CrossMut
 from evo.search.filter_eval import FilterAndEval
 from evo.search.tuning import PromptTuningConfig
@@ -138,6 +138,7 @@ def build_search(cfg: DictConfig, archive, on_round=None):
     task = instantiate(cfg.task)
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
     log.info("sandbox: %s", describe_isolation(limits))
+    log.info("trusted stages: %s", compile_cache_for(limits)[1])
     rounds, m, n = effective_search(cfg)
     tunes = tunes_soft_prompt(cfg)
     selection = instantiate(cfg.selection)

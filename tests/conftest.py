@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Two shared cores: one thread per library, set before jax/torch are imported anywhere.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# One XLA compilation cache for every search and evaluation a test starts (sandbox.compile_cache in conf/config.yaml):
+# many tests train the same seeds at the same sizes, and a program trained again loads its compiled steps
+# (tests/test_compile_cache.py shows it, and that the scores stay the same).
+_XLA_CACHE = tempfile.mkdtemp(prefix="evo-test-xla-")
+atexit.register(shutil.rmtree, _XLA_CACHE, True)
+os.environ.setdefault("EVO_COMPILE_CACHE", _XLA_CACHE)
 
 import pytest
 from hydra import compose, initialize_config_dir

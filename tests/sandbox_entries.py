@@ -52,6 +52,16 @@ def burn(code, cpu_s=1.0):
     return {"process_cpu_s": time.process_time()}
 
 
+_KEPT = []
+_PROCESS = os.urandom(8).hex()  # this process's name (under bwrap every worker is pid 2 of its own namespace)
+
+
+def grow(code, mb=100):
+    """Keep ``mb`` MB more for the rest of this process's life (a leak that only a reused process accumulates)."""
+    _KEPT.append(bytearray(mb << 20))
+    return {"kept_mb": mb * len(_KEPT), "process": _PROCESS}
+
+
 def sleep_forever(code):
     while True:
         time.sleep(1)

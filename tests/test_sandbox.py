@@ -154,6 +154,25 @@ def test_a_pooled_trusted_worker_gives_each_request_its_own_cpu_budget():
         runner.close_trusted_pool()
 
 
+def test_a_reused_trusted_worker_that_runs_out_of_memory_is_replaced_and_the_request_run_again():
+    # what earlier requests left in a pooled worker must not fail the next child: its request is run again on a fresh
+    # worker, whose verdict stands (a request that fails there too fails, once)
+    from evo.sandbox import runner
+
+    limits = SandboxLimits(timeout_s=60, memory_mb=1024)
+    opts = dict(extra_pythonpath=[TESTS_DIR])
+    try:
+        first = runner._run_pooled("sandbox_entries:grow", {"mb": 600}, limits, (), **opts)
+        assert first.status == outcome.OK and first.payload["kept_mb"] == 600, first.reason
+        second = runner._run_pooled("sandbox_entries:grow", {"mb": 600}, limits, (), **opts)  # 1200 MB on the first
+        assert second.status == outcome.OK, second.reason
+        assert second.payload["kept_mb"] == 600 and second.payload["process"] != first.payload["process"]
+        alone = runner._run_pooled("sandbox_entries:grow", {"mb": 2000}, limits, (), **opts)
+        assert alone.status == outcome.MEMORY and "MemoryError" in alone.reason, alone.reason
+    finally:
+        runner.close_trusted_pool()
+
+
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_memory_hog_is_memory(isolation):
     res = run("hog", {"gb": 8}, memory_mb=1024, isolation=isolation)

@@ -116,6 +116,10 @@ class SandboxLimits:
                                   #   with Landlock where the kernel has it: files readable only beneath the system
                                   #   and Python folders, evo and readonly_paths, writable only in its own folder;
                                   #   no TCP; no signals or abstract sockets out of its process tree
+    compile_cache: str | None = None  # folder of the trusted stages' persistent XLA compilation cache (a program
+                                  #   trained again, e.g. by evo.heldout, a resumed run or another run's seeds,
+                                  #   skips its compile); used only where no child can write it (bwrap, or
+                                  #   Landlock), else off and the run log says so. None: off
 
     @staticmethod
     def check_config(node, cfg) -> None:
@@ -328,7 +332,8 @@ def _use_landlock(limits: SandboxLimits, use_bwrap: bool) -> bool:
     return limits.landlock and not use_bwrap and _landlock_abi() > 0
 
 
-def _landlock_rules(private: str, readonly_paths: Sequence[str], devices: Sequence[str]) -> dict:
+def _landlock_rules(private: str, readonly_paths: Sequence[str], devices: Sequence[str],
+                    writable: Sequence[str] = ()) -> dict:
     """What a child confined by Landlock may touch: the paths bwrap would show it, at their host paths (the worker
     enforces them, evo.sandbox.worker.apply_landlock). read: read and execute beneath; write: everything beneath."""
     read = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
@@ -338,8 +343,37 @@ def _landlock_rules(private: str, readonly_paths: Sequence[str], devices: Sequen
     read += ["/proc", "/sys/devices/system/cpu", "/sys/devices/system/node", "/dev/urandom", "/dev/random",
              "/dev/zero"]
     read += _python_paths() + [os.path.abspath(p) for p in readonly_paths]
-    write = [private, "/dev/null"] + list(devices)
+    write = [private, "/dev/null"] + list(devices) + [os.path.abspath(p) for p in writable]
     return {"read": [p for p in read if os.path.exists(p)], "write": [p for p in write if os.path.exists(p)]}
+
+
+# The trusted stages' XLA compilation cache: jax's own persistent cache (content-addressed by the computation and
+# the compiler's options), with its size-capped LRU eviction, whose file lock also keeps concurrent workers apart.
+COMPILE_CACHE_MAX_BYTES = 2 << 30
+# what jax caches: every compilation (its default, 1 s, would leave out the evaluation step, compiled anew per child)
+COMPILE_CACHE_MIN_COMPILE_S = 0.0
+
+
+def compile_cache_for(limits: SandboxLimits) -> tuple[str | None, str]:
+    """(the folder the trusted stages keep their compilation cache in, or None; a line for the run log).
+
+    A cached executable is native code that a trusted worker loads and runs, so the folder is used only where no
+    child can write it: under bwrap a child sees only its own folders, and under Landlock it may write only in its
+    own. Without either (isolation=none on a kernel without Landlock, or sandbox.landlock=false) a child runs as
+    the search's user and could plant an executable there: the cache is then off."""
+    if not limits.compile_cache:
+        return None, "off (sandbox.compile_cache=null)"
+    if not (_use_bwrap(limits) or _use_landlock(limits, False)):
+        return None, ("off: without bwrap or Landlock a child could write the cache folder, and a trusted worker "
+                      "would load what it planted there")
+    path = os.path.abspath(os.path.expanduser(limits.compile_cache))
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path, f"XLA compilation cache in {path} (trusted stages only)"
+
+
+def _compile_cache_env(path: str) -> dict[str, str]:
+    return {"JAX_COMPILATION_CACHE_DIR": path, "JAX_COMPILATION_CACHE_MAX_SIZE": str(COMPILE_CACHE_MAX_BYTES),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": str(COMPILE_CACHE_MIN_COMPILE_S)}
 
 
 # ---------------------------------------------------------------- bwrap command line
@@ -367,9 +401,10 @@ def _python_paths() -> list[str]:
 
 
 def _bwrap_argv(exe: str, private: str, shm_mb: int, ro_paths: Sequence[str],
-                devices: Sequence[str], scratch_mb: int | None = None) -> list[str]:
+                devices: Sequence[str], scratch_mb: int | None = None, writable: Sequence[str] = ()) -> list[str]:
     """scratch_mb: /tmp and the work folder become tmpfs of that size each (a child that fills them, or writes
-    many small files, gets ENOSPC there and not on the host's disk); None: folders of ``private`` on disk."""
+    many small files, gets ENOSPC there and not on the host's disk); None: folders of ``private`` on disk.
+    writable: host folders bound read-write at their path (only a trusted stage gets any: compile_cache_for)."""
     argv = [exe, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox"]
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -394,6 +429,8 @@ def _bwrap_argv(exe: str, private: str, shm_mb: int, ro_paths: Sequence[str],
         argv += ["--bind", os.path.join(private, "tmp"), "/tmp", "--bind", os.path.join(private, "work"), SANDBOX_HOME]
     for path in list(_python_paths()) + [os.path.abspath(p) for p in ro_paths]:
         argv += ["--ro-bind", path, path]
+    for path in writable:
+        argv += ["--bind", os.path.abspath(path), os.path.abspath(path)]
     for dev in devices:
         argv += ["--dev-bind", dev, dev]
     argv += ["--remount-ro", "/", "--chdir", SANDBOX_HOME]  # bwrap's own root tmpfs too
@@ -610,6 +647,7 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     if entry not in TWO_STAGE:
         return _run_one(entry, kwargs, code, limits, readonly_paths, log_path=log_path, **common)
     untrusted, trusted, untrusted_keys, payload_keys = TWO_STAGE[entry]
+    cache, _ = compile_cache_for(limits)  # made here, before any child code runs, so that it is never a child's
     first_kwargs = {k: kwargs[k] for k in untrusted_keys if k in kwargs}
     first_limits, first_common = limits, common
     jax_platforms = (extra_env or {}).get("JAX_PLATFORMS", "cpu")
@@ -627,11 +665,16 @@ def run_in_sandbox(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     if first.status != outcome.OK:
         return first
     payload = {k: first.payload[k] for k in payload_keys if k in first.payload and k not in kwargs}
+    trusted_common = common
+    if cache:
+        trusted_common = {**common, "extra_env": {**(extra_env or {}), **_compile_cache_env(cache)},
+                          "writable": (cache,)}
     if TRUSTED_POOL:
-        second = _run_pooled(trusted, {**kwargs, **payload}, limits, readonly_paths, log_path=log_path, **common)
+        second = _run_pooled(trusted, {**kwargs, **payload}, limits, readonly_paths, log_path=log_path,
+                             **trusted_common)
     else:
         second = _run_one(trusted, {**kwargs, **payload}, "", limits, readonly_paths,
-                          log_path=log_path, append_log=True, **common)
+                          log_path=log_path, append_log=True, **trusted_common)
     tail = "[untrusted stage]\n" + first.log_tail[-LOG_TAIL_CHARS // 2:] + "\n[trusted stage]\n" + second.log_tail
     return SandboxResult(status=second.status, reason=second.reason, payload=second.payload,
                          wall_s=first.wall_s + second.wall_s, log_tail=tail[-LOG_TAIL_CHARS:],
@@ -645,7 +688,8 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
              devices: Sequence[str] = (),
              log_path: str | None = None,
              append_log: bool = False,
-             cpus: Sequence[int] | None = None) -> SandboxResult:
+             cpus: Sequence[int] | None = None,
+             writable: Sequence[str] = ()) -> SandboxResult:
     """One sandboxed process: ``entry(code, **kwargs)`` (see run_in_sandbox).
 
     entry: "module:function" of trusted code importable in the child (evo, or a module
@@ -659,6 +703,7 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     devices: device nodes made available under bwrap (e.g. /dev/nvidia0, /dev/nvidiactl).
     log_path: keep the child's full log there (it is otherwise deleted with the folder).
     cpus: pin the child to these CPU indices (sched_setaffinity, before the entry is imported).
+    writable: host folders it may also write (a trusted stage's compilation cache; never a child's).
     """
     for path in list(readonly_paths) + list(extra_pythonpath):
         if not os.path.exists(path):
@@ -687,7 +732,8 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     proc = None
     try:
         if _use_landlock(limits, use_bwrap):
-            spec["landlock"] = _landlock_rules(private, list(readonly_paths) + list(extra_pythonpath), devices)
+            spec["landlock"] = _landlock_rules(private, list(readonly_paths) + list(extra_pythonpath), devices,
+                                               writable)
         spec_bytes = json.dumps(spec, allow_nan=False).encode()  # TypeError/ValueError: caller's bug
         work, tmp = os.path.join(private, "work"), os.path.join(private, "tmp")
         os.mkdir(work, 0o700)
@@ -702,7 +748,7 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
             # evo_parent is on PYTHONPATH but not bound: only the evo package is visible
             ro = list(readonly_paths) + [os.path.abspath(p) for p in extra_pythonpath]
             argv = _bwrap_argv(shutil.which("bwrap"), private, limits.max_file_mb, ro,
-                               devices, limits.scratch_mb) + argv
+                               devices, limits.scratch_mb, writable) + argv
         if cgroup_ok:
             try:
                 cgroup = _make_cgroup(f"evo-sbx-{os.getpid()}-{nonce[:12]}", limits.memory_mb,
@@ -787,7 +833,8 @@ class _TrustedServer:
     """One long-lived trusted worker (see TRUSTED_POOL)."""
 
     def __init__(self, limits: SandboxLimits, readonly_paths: Sequence[str], scratch_root: str | None,
-                 extra_pythonpath: Sequence[str], extra_env, devices: Sequence[str], cpus, preload: list):
+                 extra_pythonpath: Sequence[str], extra_env, devices: Sequence[str], cpus, preload: list,
+                 writable: Sequence[str] = ()):
         self.limits, self.requests, self.healthy = limits, 0, True
         self.use_bwrap = _use_bwrap(limits)
         self.isolation = describe_isolation(limits, self.use_bwrap)
@@ -810,7 +857,7 @@ class _TrustedServer:
             if self.use_bwrap:
                 ro = list(readonly_paths) + [os.path.abspath(p) for p in extra_pythonpath]
                 argv = _bwrap_argv(shutil.which("bwrap"), self.private, limits.max_file_mb, ro, devices,
-                                   limits.scratch_mb) + argv
+                                   limits.scratch_mb, writable) + argv
             if limits.cgroup and _cgroup_usable():
                 try:
                     self.cgroup = _make_cgroup(f"evo-sbx-{os.getpid()}-trusted-{secrets.token_hex(6)}",
@@ -830,7 +877,7 @@ class _TrustedServer:
                                  "cpu_s": limits.cpu_limit_s()}}  # per request (evo.sandbox.worker._cpu_budget)
             if _use_landlock(limits, self.use_bwrap):
                 setup["landlock"] = _landlock_rules(self.private, list(readonly_paths) + list(extra_pythonpath),
-                                                    devices)
+                                                    devices, writable)
             self.proc.stdin.write((json.dumps(setup) + "\n").encode())
             self.proc.stdin.flush()
         except BaseException:
@@ -937,17 +984,25 @@ def _log_since(path: str, offset: int) -> str:
         return ""
 
 
+# Failures that what an earlier request left in a reused worker can cause (its address space grows with each model it
+# trained: a CLRS child at experiment=clrs_demo's size takes a fresh worker to ~3.9 GB of the 4 GB RLIMIT_AS, a third
+# request to 4.2 GB): a pooled worker that fails so after serving others is replaced, and the request is run again on
+# a fresh one, whose verdict is the child's, as a one-shot worker's would be.
+_FRESH_RETRY = (outcome.MEMORY, outcome.CRASHED)
+
+
 def _run_pooled(entry: str, kwargs: dict, limits: SandboxLimits, readonly_paths: Sequence[str], *,
                 scratch_root=None, extra_pythonpath=(), extra_env=None, devices=(), cpus=None,
-                log_path=None) -> SandboxResult:
-    """The trusted entry on a pooled server for this configuration (started if none is idle)."""
+                log_path=None, writable=()) -> SandboxResult:
+    """The trusted entry on a pooled server for this configuration (started if none is idle); see _FRESH_RETRY."""
     for path in list(readonly_paths) + list(extra_pythonpath):
         if not os.path.exists(path):
             raise FileNotFoundError(f"evo.sandbox.runner: path for the child does not exist: {path}")
     preload = [entry.partition(":")[0]]
     # os.getpid(): a forked copy of the search process never shares its parent's servers (and their pipes)
     key = (os.getpid(), limits, tuple(readonly_paths), scratch_root, tuple(extra_pythonpath),
-           tuple(sorted((extra_env or {}).items())), tuple(devices), tuple(cpus or ()), tuple(preload))
+           tuple(sorted((extra_env or {}).items())), tuple(devices), tuple(cpus or ()), tuple(preload),
+           tuple(writable))
     server = None
     while server is None:
         with _POOL_LOCK:
@@ -958,20 +1013,29 @@ def _run_pooled(entry: str, kwargs: dict, limits: SandboxLimits, readonly_paths:
         if server.proc.poll() is not None:  # died while idle (not this child's doing): replace it
             server.close()
             server = None
-    if server is None:
-        server = _TrustedServer(limits, readonly_paths, scratch_root, extra_pythonpath, extra_env, devices, cpus,
-                                preload)
-    try:
-        res = server.request(entry, kwargs, log_path)
-    except BaseException:
-        server.healthy = False
-        raise
-    finally:
-        if server.healthy and server.requests < TRUSTED_MAX_REQUESTS:
-            with _POOL_LOCK:
-                _POOL[key].append(server)
-        else:
-            server.close()
+    def new_server():
+        return _TrustedServer(limits, readonly_paths, scratch_root, extra_pythonpath, extra_env, devices, cpus,
+                              preload, writable)
+
+    server = server or new_server()
+    while True:
+        reused = server.requests > 0
+        try:
+            res = server.request(entry, kwargs, log_path)
+        except BaseException:
+            server.healthy = False
+            raise
+        finally:
+            if server.healthy and server.requests < TRUSTED_MAX_REQUESTS:
+                with _POOL_LOCK:
+                    _POOL[key].append(server)
+            else:
+                server.close()
+        if not (reused and res.status in _FRESH_RETRY):
+            break
+        log.info("evo.sandbox.runner: a reused trusted worker failed (%s); running the request again on a fresh "
+                 "one", res.reason)
+        server = new_server()
     res.isolation += "+trusted-pool"
     return res
 
