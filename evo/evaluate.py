@@ -37,7 +37,7 @@ def evaluate_file(cfg: DictConfig) -> dict:
         raise ConfigError(f"child_file={cfg.child_file!r} cannot be read ({exc.__class__.__name__}: {exc}). "
                           "Fix: pass the path of a readable UTF-8 Python file.") from None
     task = instantiate(cfg.task)
-    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
+    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     evaluate = FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha)
     result = evaluate(code, cpus=cpu_slots(1, cfg.evaluator.get("pin_cpus", True))[0]).as_dict()
     result.pop("log_tail")

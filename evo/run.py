@@ -136,7 +136,7 @@ def build_search(cfg: DictConfig, archive, on_round=None):
     # the loop brings numpy (the surrogate) and tqdm: ~0.2 s of `python -m evo.run --help` that it does not need
     from evo.search.loop import EvoPrompting, SearchSettings
     task = instantiate(cfg.task)
-    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
+    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     log.info("sandbox: %s", describe_isolation(limits))
     log.info("trusted stages: %s", compile_cache_for(limits)[1])
     rounds, m, n = effective_search(cfg)

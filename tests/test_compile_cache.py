@@ -115,3 +115,11 @@ def test_a_search_keeps_its_cache_in_cache_dir_unless_told_otherwise(cfg_factory
     monkeypatch.setenv("EVO_COMPILE_CACHE", str(tmp_path / "shared"))
     assert cfg_factory().sandbox.compile_cache == str(tmp_path / "shared")
     assert cfg_factory("sandbox.compile_cache=null").sandbox.compile_cache is None
+
+
+def test_a_search_trains_its_children_through_the_cache(tiny_search):
+    """A real search (the shared tiny one): its run log names the folder, and its trusted stages stored there."""
+    cache = Path(os.environ["EVO_COMPILE_CACHE"])   # tests/conftest.py: one folder for the whole test session
+    log = (tiny_search.run_dir / "run.log").read_text()
+    assert f"trusted stages: XLA compilation cache in {cache} (trusted stages only)" in log
+    assert any(name.startswith("jit_") for name in entries(cache))

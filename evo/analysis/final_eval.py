@@ -240,7 +240,7 @@ def run(cfg: DictConfig, plan: Plan) -> tuple[list, list]:
           + f"\n  {len(plan.algorithms)} algorithm(s): {', '.join(plan.algorithms)}; training seeds {plan.seeds}"
           + f"\n  {len(jobs)} evaluations: {len(jobs) - len(pending)} skipped (already in {results}), "
           + f"{len(pending)} to run", flush=True)
-    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
+    limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     cache_dir = Path(os.path.expanduser(cfg.cache_dir))
     local = instantiate(cfg.evaluator)
     if not isinstance(local, LocalEvaluator):
