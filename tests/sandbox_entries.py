@@ -62,6 +62,13 @@ def grow(code, mb=100):
     return {"kept_mb": mb * len(_KEPT), "process": _PROCESS}
 
 
+def reserve(code, mb=100):
+    """Map ``mb`` MB of address space without touching it (virtual, not resident: what XLA's reservations are)."""
+    import mmap
+    _KEPT.append(mmap.mmap(-1, mb << 20))
+    return {"reserved_mb": mb}
+
+
 def sleep_forever(code):
     while True:
         time.sleep(1)

@@ -31,7 +31,7 @@ ISOLATIONS = [pytest.param("auto", id="auto"), pytest.param("none", id="none")]
 def run(entry: str, kwargs: dict | None = None, code: str = "", **opts) -> SandboxResult:
     """run_in_sandbox on a test entry; SandboxLimits fields and call options mixed in opts."""
     limit_keys = {"timeout_s", "memory_mb", "cpu_s", "max_file_mb", "threads", "isolation",
-                  "cgroup", "max_tasks", "scratch_mb", "landlock"}
+                  "cgroup", "max_tasks", "scratch_mb", "landlock", "seccomp"}
     limits = SandboxLimits(**{"timeout_s": 30.0,
                               **{k: opts.pop(k) for k in list(opts) if k in limit_keys}})
     return run_in_sandbox(f"sandbox_entries:{entry}", kwargs or {}, code, limits,
@@ -159,16 +159,37 @@ def test_a_reused_trusted_worker_that_runs_out_of_memory_is_replaced_and_the_req
     # worker, whose verdict stands (a request that fails there too fails, once)
     from evo.sandbox import runner
 
-    limits = SandboxLimits(timeout_s=60, memory_mb=1024)
+    # 1700 MB fit a fresh worker's address space (2048 MB, or 1.5x that under a cgroup: TRUSTED_ADDRESS_FACTOR), and
+    # twice that fits neither
+    limits = SandboxLimits(timeout_s=60, memory_mb=2048)
     opts = dict(extra_pythonpath=[TESTS_DIR])
     try:
-        first = runner._run_pooled("sandbox_entries:grow", {"mb": 600}, limits, (), **opts)
-        assert first.status == outcome.OK and first.payload["kept_mb"] == 600, first.reason
-        second = runner._run_pooled("sandbox_entries:grow", {"mb": 600}, limits, (), **opts)  # 1200 MB on the first
+        first = runner._run_pooled("sandbox_entries:grow", {"mb": 1700}, limits, (), **opts)
+        assert first.status == outcome.OK and first.payload["kept_mb"] == 1700, first.reason
+        second = runner._run_pooled("sandbox_entries:grow", {"mb": 1700}, limits, (), **opts)
         assert second.status == outcome.OK, second.reason
-        assert second.payload["kept_mb"] == 600 and second.payload["process"] != first.payload["process"]
-        alone = runner._run_pooled("sandbox_entries:grow", {"mb": 2000}, limits, (), **opts)
+        assert second.payload["kept_mb"] == 1700 and second.payload["process"] != first.payload["process"]
+        alone = runner._run_pooled("sandbox_entries:grow", {"mb": 5000}, limits, (), **opts)
         assert alone.status == outcome.MEMORY and "MemoryError" in alone.reason, alone.reason
+    finally:
+        runner.close_trusted_pool()
+
+
+def test_a_trusted_worker_under_a_cgroup_gets_more_address_space_and_without_one_does_not():
+    # virtual reservations grow in a reused trusted worker; where the cgroup caps its resident memory, RLIMIT_AS is
+    # TRUSTED_ADDRESS_FACTOR x memory_mb (2500 MB of address space mapped, none of it resident)
+    from evo.sandbox import runner
+
+    if not runner._cgroup_usable():
+        pytest.skip("no cgroup can be made here (needs root or a delegated cgroup v2 subtree)")
+    opts = dict(extra_pythonpath=[TESTS_DIR])
+    try:
+        capped = runner._run_pooled("sandbox_entries:reserve", {"mb": 2500}, SandboxLimits(timeout_s=60, memory_mb=2048),
+                                    (), **opts)
+        assert capped.status == outcome.OK and "+cgroup(memory=2048MB" in capped.isolation, capped.reason
+        alone = runner._run_pooled("sandbox_entries:reserve", {"mb": 2500},
+                                   SandboxLimits(timeout_s=60, memory_mb=2048, cgroup=False), (), **opts)
+        assert alone.status == outcome.MEMORY, alone.reason
     finally:
         runner.close_trusted_pool()
 
@@ -303,7 +324,7 @@ def test_network_control_without_bwrap(tcp_server):
     # the control for the test above (and for Landlock's, tests/test_sandbox_landlock.py): the server is reachable
     # from an unisolated child
     port, got = tcp_server
-    res = run("connect", {"port": port}, isolation="none", landlock=False)
+    res = run("connect", {"port": port}, isolation="none", landlock=False, seccomp=False)
     assert res.payload["connected"] is True, res.payload
     deadline = time.monotonic() + 5   # the server thread records what it received
     while not got and time.monotonic() < deadline:

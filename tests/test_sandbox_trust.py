@@ -159,7 +159,7 @@ def test_a_module_that_never_finishes_times_out_and_its_trusted_worker_is_replac
             "    def __call__(self, x):\n"
             "        x = jax.lax.fori_loop(0, 10**9, lambda i, v: v * 1.0000001, x)\n"
             "        return nn.Dense(10)(x)\n")
-    limits = SandboxLimits(timeout_s=20)
+    limits = SandboxLimits(timeout_s=12)   # the export and a reused trusted worker's import take a few seconds
     res = run_in_sandbox(ENTRY, {"data_path": data_path, **TRAIN}, hang, limits, readonly_paths=[data_path],
                          extra_env=CHILD_ENV)
     assert res.status == outcome.TIMEOUT, (res.status, res.reason)

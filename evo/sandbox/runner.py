@@ -116,6 +116,9 @@ class SandboxLimits:
                                   #   with Landlock where the kernel has it: files readable only beneath the system
                                   #   and Python folders, evo and readonly_paths, writable only in its own folder;
                                   #   no TCP; no signals or abstract sockets out of its process tree
+    seccomp: bool = True          # no sockets: socket(2) and io_uring_setup(2) fail with EPERM in the child (seccomp),
+                                  #   closing UDP and named unix sockets, which Landlock (ABI 7) leaves open under
+                                  #   isolation=none; socketpair(2) stays (it reaches nobody)
     compile_cache: str | None = None  # folder of the trusted stages' persistent XLA compilation cache (a program
                                   #   trained again, e.g. by evo.heldout, a resumed run or another run's seeds,
                                   #   skips its compile); used only where no child can write it (bwrap, or
@@ -311,6 +314,8 @@ def describe_isolation(limits: SandboxLimits, _bwrap: bool | None = None) -> str
         # what each ABI adds: 1-3 files, 4 TCP, 6 signals and abstract unix sockets (kernel docs, "Landlock ABI")
         got = ["fs"] + (["tcp"] if abi >= 4 else []) + (["signal,abstract-unix"] if abi >= 6 else [])
         parts.append(f"landlock(abi={abi}:{','.join(got)})")
+    if _use_seccomp(limits):
+        parts.append("seccomp(no-sockets)")
     parts.append(f"wall={limits.timeout_s:g}s")
     # always: the search process is made non-dumpable and the worker drops every capability (see run_in_sandbox)
     parts.append("secrets(nondumpable-parent,no-caps)")
@@ -325,6 +330,20 @@ def _landlock_abi() -> int:
     except ImportError:
         return 0
     return landlockpy.abi_version()
+
+
+@functools.lru_cache(maxsize=None)
+def _seccomp_usable() -> bool:
+    """pyseccomp and the system's libseccomp are there (a host without them runs without the filter, and says so)."""
+    try:
+        import pyseccomp  # ctypes over libseccomp.so.2: raises at import when the library is missing
+        return bool(pyseccomp.SyscallFilter)
+    except (ImportError, OSError, RuntimeError):
+        return False
+
+
+def _use_seccomp(limits: SandboxLimits) -> bool:
+    return limits.seccomp and _seccomp_usable()
 
 
 def _use_landlock(limits: SandboxLimits, use_bwrap: bool) -> bool:
@@ -734,6 +753,7 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
         if _use_landlock(limits, use_bwrap):
             spec["landlock"] = _landlock_rules(private, list(readonly_paths) + list(extra_pythonpath), devices,
                                                writable)
+        spec["no_sockets"] = _use_seccomp(limits)
         spec_bytes = json.dumps(spec, allow_nan=False).encode()  # TypeError/ValueError: caller's bug
         work, tmp = os.path.join(private, "work"), os.path.join(private, "tmp")
         os.mkdir(work, 0o700)
@@ -813,6 +833,11 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
 # replaced, and each retires after TRUSTED_MAX_REQUESTS requests. TRUSTED_POOL = False: a fresh process per child.
 TRUSTED_POOL = True
 TRUSTED_MAX_REQUESTS = 32
+# A reused worker's address space grows past what one child needs (a CLRS child at experiment=clrs_demo's size:
+# ~3.9 GB virtual after the first request, 4.2 GB at the third, against RLIMIT_AS = memory_mb = 4 GB, with ~2.2 GB
+# resident). Where a cgroup caps the worker's resident memory at memory_mb (the cap that matters, and the same), its
+# RLIMIT_AS is this factor larger; without one, RLIMIT_AS is the only cap and stays memory_mb.
+TRUSTED_ADDRESS_FACTOR = 1.5
 _POOL: dict[tuple, list["_TrustedServer"]] = {}
 _POOL_LOCK = threading.Lock()
 # PR_SET_PDEATHSIG (the worker) and bwrap --die-with-parent fire when the THREAD that started the process ends: one
@@ -871,13 +896,17 @@ class _TrustedServer:
                                    close_fds=True, cwd=work, env=env, start_new_session=True)
             os.close(write_fd)
             write_fd = -1
+            address_mb = limits.memory_mb
+            if address_mb and self.cgroup is not None:
+                address_mb = int(address_mb * TRUSTED_ADDRESS_FACTOR)   # see TRUSTED_ADDRESS_FACTOR
             setup = {"pythonpath": pythonpath, "cpus": list(cpus) if cpus else None, "preload": preload,
-                     "rlimits": {"as_bytes": (limits.memory_mb << 20) if limits.memory_mb and limits.address_space
+                     "rlimits": {"as_bytes": (address_mb << 20) if address_mb and limits.address_space
                                  else None, "fsize_bytes": limits.max_file_mb << 20,
                                  "cpu_s": limits.cpu_limit_s()}}  # per request (evo.sandbox.worker._cpu_budget)
             if _use_landlock(limits, self.use_bwrap):
                 setup["landlock"] = _landlock_rules(self.private, list(readonly_paths) + list(extra_pythonpath),
                                                     devices, writable)
+            setup["no_sockets"] = _use_seccomp(limits)
             self.proc.stdin.write((json.dumps(setup) + "\n").encode())
             self.proc.stdin.flush()
         except BaseException:

@@ -187,6 +187,22 @@ def apply_landlock(rules: dict) -> None:
         ruleset.restrict()
 
 
+def deny_sockets() -> None:
+    """seccomp: socket(2) fails with EPERM in this process and everything it starts later (call it while
+    single-threaded, as apply_landlock), and so does io_uring_setup(2), whose IORING_OP_SOCKET would make one
+    anyway. No UDP, no named or abstract unix socket, no netlink: what Landlock's ABI 7 does not cover. A child
+    needs none (jax on CPU or GPU opens no socket); socketpair(2) stays, it reaches nobody. Raises if the kernel
+    refuses: the parent reported the run as filtered, so it must be."""
+    import errno
+
+    import pyseccomp  # trusted; imported after the spec was read
+
+    rules = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)  # sets no_new_privs, as seccomp requires
+    for name in ("socket", "io_uring_setup"):
+        rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
+    rules.load()
+
+
 def _descendants(root: int) -> list[int]:
     """PIDs below ``root`` (we are a subreaper, so orphans of our children count too)."""
     parent_of: dict[int, int] = {}
@@ -293,6 +309,12 @@ def serve(result_fd: int) -> int:
         except Exception as exc:
             print(f"sandbox_worker: could not apply Landlock: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 3
+    if setup.get("no_sockets"):
+        try:
+            deny_sockets()
+        except Exception as exc:
+            print(f"sandbox_worker: could not apply the seccomp filter: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
     for module_name in setup.get("preload") or []:  # trusted modules, imported while nothing waits on us
         importlib.import_module(module_name)
     while True:
@@ -374,6 +396,12 @@ def main(argv: list[str]) -> int:
             except Exception as exc:
                 raise RuntimeError(f"could not apply Landlock ({type(exc).__name__}: {exc}): refusing to run "
                                    "the entry") from exc
+        if spec.get("no_sockets"):
+            try:
+                deny_sockets()  # before the entry's import, as Landlock
+            except Exception as exc:
+                raise RuntimeError(f"could not apply the seccomp filter ({type(exc).__name__}: {exc}): refusing "
+                                   "to run the entry") from exc
         module_name, _, func_name = entry.partition(":")
         fn = getattr(importlib.import_module(module_name), func_name)
         # 3. the untrusted part
