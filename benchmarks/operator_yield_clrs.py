@@ -49,16 +49,8 @@ VAL_ACCURACY = 0.94
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from evo.config import register_configs
-    from evo.run import CONF_DIR
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
+    from evo.config import compose_config
+    return compose_config(overrides)
 
 
 def triplet_params(code: str, hidden: int, nb_triplet_fts: int) -> int:

@@ -85,21 +85,18 @@ def _timed(fn):
 
 def search_setup(n: int, parents: list[str]):
     """The task, operator and prompt as `python -m evo.run experiment=demo` builds them."""
-    import yaml
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
+    from evo.config import compose_config
     from evo.search.crossmut import CrossMut
     from evo.search.filter_eval import fitness
     from evo.search.prompt import Example
     from evo.search.repair import ClassStop
-    from evo.tasks.mnist1d.task import MNIST1DTask
 
-    task_cfg = yaml.safe_load((ROOT / "conf" / "task" / "mnist1d.yaml").read_text())
-    task_cfg.pop("_target_")
-    task = MNIST1DTask(**task_cfg)
-    cm_cfg = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["crossmut"]
-    demo = yaml.safe_load((ROOT / "conf" / "experiment" / "demo.yaml").read_text())["crossmut"]
-    cm_cfg.update(demo, samples_per_prompt=n)
-    cm = CrossMut(**cm_cfg)
+    cfg = compose_config(["experiment=demo", f"crossmut.samples_per_prompt={n}"])
+    task = instantiate(cfg.task)
+    cm = CrossMut(**OmegaConf.to_container(cfg.crossmut, resolve=True))
     examples = [Example(code=(ROOT / "seeds" / "mnist1d" / f"{p}.py").read_text(), num_params=SEED_METRICS[p][0],
                         val_accuracy=SEED_METRICS[p][1], child_id=i + 1) for i, p in enumerate(parents)]
     if cm.parent_order == "fittest_last":

@@ -121,6 +121,21 @@ def register_resolvers() -> None:
 
 register_resolvers()   # on import too: code that only loads a saved config (.hydra/config.yaml) resolves it
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides=(), config_name: str = "config") -> DictConfig:
+    """The config ``python -m evo.run OVERRIDES`` runs with (Hydra's compose API: defaults, presets, schema), for
+    benchmarks and tools that build a search's components without running it."""
+    from hydra import compose, initialize_config_dir   # Hydra's compose API: only these callers need it
+    from hydra.core.global_hydra import GlobalHydra
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    GlobalHydra.instance().clear()
+    return cfg
+
 
 
 

@@ -29,7 +29,7 @@ from evo.analysis.lineage import write_lineage_safely
 from evo.analysis.report import write_report
 from evo.archive import Archive
 from evo.archive.moved import current_paths
-from evo.config import ConfigError, effective_search, register_configs, tunes_soft_prompt, validate
+from evo.config import CONF_DIR as CONF_PATH, ConfigError, effective_search, register_configs, tunes_soft_prompt, validate
 from evo.sandbox.runner import SandboxLimits, compile_cache_for, describe_isolation
 from evo.search.crossmut import CrossMut
 from evo.search.filter_eval import FilterAndEval
@@ -38,7 +38,7 @@ from evo.tracking import hydra_info, slurm_ids
 
 log = logging.getLogger("evo")
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(CONF_PATH)   # hydra.main takes a str
 T = TypeVar("T")
 
 # Keys that shape the search: a resumed run must agree on them with the run it continues.
@@ -146,6 +146,7 @@ def build_search(cfg: DictConfig, archive, on_round=None):
              cfg.ablation.name, rounds, m, n, selection.name, "on" if tunes else "off")
     crossmut = CrossMut(**{**OmegaConf.to_container(cfg.crossmut), "samples_per_prompt": n})
     surrogate = instantiate(cfg.surrogate)
+    evaluator = instantiate(cfg.evaluator)
     search = EvoPrompting(
         settings=SearchSettings(rounds=rounds, prompts_per_round=m, seed=cfg.seed, progress=cfg.progress),
         task=task,
@@ -154,8 +155,8 @@ def build_search(cfg: DictConfig, archive, on_round=None):
         evaluate=FilterAndEval(task, task.prepare(Path(os.path.expanduser(cfg.cache_dir))), limits, cfg.search.alpha,
                                scratch_root=None),
         archive=archive,
-        lm_factory=lambda: instantiate(cfg.lm),
-        evaluator=instantiate(cfg.evaluator),
+        lm_factory=functools.partial(load_lm, cfg.lm, evaluator),
+        evaluator=evaluator,
         on_round=on_round,
         surrogate=surrogate,
         tuning=PromptTuningConfig(**OmegaConf.to_container(cfg.soft_prompt)) if tunes else None,
@@ -164,6 +165,14 @@ def build_search(cfg: DictConfig, archive, on_round=None):
     if isinstance(getattr(surrogate, "embedder", None), functools.partial):   # surrogate/embedder=operator
         surrogate.embedder = surrogate.embedder(lm=lambda: search.lm)
     return search
+
+
+def load_lm(lm_cfg: DictConfig, evaluator):
+    """The operator's LM (on first use), keeping to its share of GPU 0 when children train there too."""
+    lm = instantiate(lm_cfg)
+    if evaluator.lm_memory_fraction:
+        log.info("LM: %s", lm.share_gpu(evaluator.lm_memory_fraction))
+    return lm
 
 
 def _after_round(tracker, archive, run_dir: Path, t: int) -> None:

@@ -257,6 +257,42 @@ def test_gpu_slot_evaluate_gets_env_and_devices(tmp_path):
     assert gpu.limits.address_space is False and base.limits.address_space is True
 
 
+def test_the_lm_is_told_its_share_of_gpu_0_when_children_share_it(tmp_path, tiny_lm_dir, caplog):
+    """The search's LM loader (evo.run.load_lm) hands the LM the share the device plan keeps for it: here the plan of
+    a 1-GPU machine with 4 children on it (0.25 for the LM). The tiny LM is on this CPU, so it has nothing to cap,
+    and says so; evaluator.device=cpu plans no share, and the LM is not asked."""
+    import logging
+
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    from evo.run import load_lm
+    cfg = compose_cfg(["lm=hf", f"lm.model={tiny_lm_dir}", "evaluator.device=cpu"], tmp_path)
+    ev = instantiate(cfg.evaluator)
+    with caplog.at_level(logging.INFO, logger="evo"):
+        load_lm(cfg.lm, ev)
+        assert ev.lm_memory_fraction is None and not [r for r in caplog.records if r.getMessage().startswith("LM:")]
+        ev.plan = plan_devices([Gpu(0)], workers_per_gpu=4, lm_device="auto")
+        assert ev.lm_memory_fraction == 0.25
+        load_lm(cfg.lm, ev)
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("LM:")] == \
+        ["LM: on cpu: no GPU share to keep"]
+
+
+@needs_gpu
+def test_the_lm_on_a_gpu_keeps_to_its_share(tiny_lm_dir):
+    """On a GPU machine: after share_gpu(0.05), an allocation of a tenth of the GPU fails in the LM's process."""
+    import torch
+
+    from evo.lm.hf import HFCausalLM
+    lm = HFCausalLM(str(tiny_lm_dir), device="cuda:0")
+    assert lm.share_gpu(0.05) == "torch's CUDA allocator capped at 0.05 of cuda:0"
+    total = torch.cuda.get_device_properties(0).total_memory
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        torch.empty(total // 10, dtype=torch.uint8, device="cuda:0")
+    torch.cuda.set_per_process_memory_fraction(1.0, 0)
+
+
 @needs_gpu
 def test_real_gpu_child_trains_on_its_gpu(tmp_path):
     """On a GPU machine: a seed child through evaluator=local's GPU slot trains on CUDA."""

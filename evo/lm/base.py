@@ -35,3 +35,8 @@ class LanguageModel(Protocol):
                stop: Optional[StopRule] = None, bad_words: Sequence[str] = ()) -> list[Completion]:
         """One completion per temperature, sampled as one batch, reproducible from ``seed``."""
         ...
+
+    def share_gpu(self, fraction: float) -> str:
+        """Keep to ``fraction`` of the GPU it runs on (children share that GPU: evo/search/devices.py); returns
+        what was done, for the run log."""
+        ...

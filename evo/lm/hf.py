@@ -379,6 +379,17 @@ class HFCausalLM:
             self._pieces[token] = squash(self.tokenizer.decode([token], skip_special_tokens=True))
         return self._pieces[token]
 
+    def share_gpu(self, fraction: float) -> str:
+        """Cap torch's CUDA caching allocator at ``fraction`` of this LM's GPU, for sampling and prompt tuning alike
+        (the children on that GPU split the rest: evo/search/devices.py). An allocation over it raises CUDA's
+        out-of-memory error in this process instead of starving a child. Off a GPU there is nothing to cap."""
+        import torch  # heavy (~1.2 s): this module loads it only where an LM is built or used
+        if not str(self.device).startswith("cuda"):
+            return f"on {self.device}: no GPU share to keep"
+        device = torch.device(self.device)
+        torch.cuda.set_per_process_memory_fraction(float(fraction), device)
+        return f"torch's CUDA allocator capped at {fraction:.2f} of {device}"
+
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
                stop: Optional[StopRule] = None, bad_words: Sequence[str] = (),
                grammar: Optional[str] = None) -> list[Completion]:

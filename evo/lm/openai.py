@@ -155,6 +155,9 @@ class OpenAICompatibleLM:
         self._jitter = random.Random()  # private: backoff jitter must not consume the search's RNG
 
     # -- the LanguageModel interface -------------------------------------------------------------
+    def share_gpu(self, fraction: float) -> str:
+        return "a server's GPU memory is the server's to manage"
+
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
                stop: Optional[StopRule] = None, bad_words: Sequence[str] = (),
                grammar: Optional[str] = None) -> list[Completion]:

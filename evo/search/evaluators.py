@@ -67,6 +67,11 @@ class LocalEvaluator:
 
     name = "local"
 
+    @property
+    def lm_memory_fraction(self) -> Optional[float]:
+        """The share of GPU 0 the LM keeps when children share that GPU with it (None: no GPU shared)."""
+        return self.plan.lm_memory_fraction
+
     @staticmethod
     def check_config(node, cfg) -> None:
         """The ``evaluator`` node of evaluator=local, before any compute (evo.config.validate asks): the
@@ -168,6 +173,7 @@ class SlurmEvaluator:
     (node failure, preemption, cancel) is submitted again up to ``max_resubmits`` times."""
 
     name = "slurm"
+    lm_memory_fraction = None   # children train on the cluster's GPUs: the LM shares none of them
 
     @staticmethod
     def check_config(node, cfg) -> None:
