@@ -86,6 +86,7 @@ def test_attack_gains_nothing(attack, isolation, clrs_data):
     assert "trusted-scoring" in res.isolation
 
 
+@pytest.mark.slow   # three CLRS trainings (~1 min): the whole suite runs it, the fast tier's attacks stop before training
 def test_honest_child_scores_the_same_on_both_paths_and_patching_the_trusted_modules_gains_nothing(clrs_data):
     """The v1 seed (Triplet-GMPNN) on both paths: the same parameter count, bit-identical scores and training
     losses (the trusted stage draws the child's random keys from dm-clrs's key sequence, so even the initial

@@ -119,8 +119,10 @@ def test_gemma_clrs_search_under_the_grammar(tmp_path):
     run_dir = tmp_path / "run"
     settings = ("lm.max_new_tokens=60", "search.rounds=1", "search.prompts_per_round=1", "crossmut.samples_per_prompt=2",
                 "crossmut.constrain=grammar", "search.alpha=1.0", "selection.survivors=2", "progress=false")
+    # lm.cache_dir: where HFCausalLM's default (and so the matcher below) keeps Gemma converted from its GGUF, once per
+    # machine (~45 s), instead of converting it again into this test's fresh cache_dir
     cmd = [sys.executable, "-m", "evo.run", "lm=gemma270m", *settings, *TINY_CLRS, f"task.seeds_dir={seeds}",
-           f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}"]
+           f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}", "lm.cache_dir=~/.cache/evo"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr + (run_dir / "run.log").read_text()
