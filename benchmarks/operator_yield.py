@@ -56,6 +56,9 @@ VARIANTS.update({
     # the copy penalty (evo/lm/copying.py), alone and with the grammar (which alone doubles the copies)
     "demo_copy_penalty": [*DEMO, "lm.copy_penalty=1"],
     "demo_grammar_copy_penalty": [*DEMO, "crossmut.constrain=grammar", "lm.copy_penalty=1"],
+    # and the copies the penalty leaves (samples that became copies anyway) resampled once
+    "demo_grammar_copy_penalty_resample": [*DEMO, "crossmut.constrain=grammar", "lm.copy_penalty=1",
+                                           "crossmut.resample_copies=1"],
     "demo_all_copy_penalty": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar", "lm.copy_penalty=1"],
     # the fastest sampler (both speed-ups that change the distribution) without resampling: yield x speed
     "demo_grammar_code_head": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar"],
