@@ -191,7 +191,8 @@ def deny_sockets() -> None:
     """seccomp: socket(2) fails with EPERM in this process and everything it starts later (call it while
     single-threaded, as apply_landlock), and so does io_uring_setup(2), whose IORING_OP_SOCKET would make one
     anyway. No UDP, no named or abstract unix socket, no netlink: what Landlock's ABI 7 does not cover. A child
-    needs none (jax on CPU or GPU opens no socket); socketpair(2) stays, it reaches nobody. Raises if the kernel
+    needs none (jax, Haiku and dm-clrs on the CPU open none; on a GPU not yet run: sandbox.seccomp=false
+    turns it off); socketpair(2) stays, it reaches nobody. Raises if the kernel
     refuses: the parent reported the run as filtered, so it must be."""
     import errno
 
