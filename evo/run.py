@@ -170,8 +170,8 @@ def build_search(cfg: DictConfig, archive, on_round=None):
 def load_lm(lm_cfg: DictConfig, evaluator):
     """The operator's LM (on first use), keeping to its share of GPU 0 when children train there too."""
     lm = instantiate(lm_cfg)
-    if evaluator.lm_memory_fraction:
-        log.info("LM: %s", lm.share_gpu(evaluator.lm_memory_fraction))
+    if evaluator.lm_gpu_share:
+        log.info("LM: %s", lm.share_gpu(evaluator.lm_gpu_share))
     return lm
 
 

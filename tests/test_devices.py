@@ -271,9 +271,9 @@ def test_the_lm_is_told_its_share_of_gpu_0_when_children_share_it(tmp_path, tiny
     ev = instantiate(cfg.evaluator)
     with caplog.at_level(logging.INFO, logger="evo"):
         load_lm(cfg.lm, ev)
-        assert ev.lm_memory_fraction is None and not [r for r in caplog.records if r.getMessage().startswith("LM:")]
+        assert ev.lm_gpu_share is None and not [r for r in caplog.records if r.getMessage().startswith("LM:")]
         ev.plan = plan_devices([Gpu(0)], workers_per_gpu=4, lm_device="auto")
-        assert ev.lm_memory_fraction == 0.25
+        assert ev.lm_gpu_share == 0.25
         load_lm(cfg.lm, ev)
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("LM:")] == \
         ["LM: on cpu: no GPU share to keep"]

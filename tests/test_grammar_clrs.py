@@ -122,7 +122,7 @@ def test_gemma_clrs_search_under_the_grammar(tmp_path):
     # lm.cache_dir: where HFCausalLM's default (and so the matcher below) keeps Gemma converted from its GGUF, once per
     # machine (~45 s), instead of converting it again into this test's fresh cache_dir
     cmd = [sys.executable, "-m", "evo.run", "lm=gemma270m", *settings, *TINY_CLRS, f"task.seeds_dir={seeds}",
-           f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}", "lm.cache_dir=~/.cache/evo"]
+           f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}", f"lm.cache_dir={Path.home() / '.cache' / 'evo'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr + (run_dir / "run.log").read_text()

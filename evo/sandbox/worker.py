@@ -22,6 +22,7 @@ can never reach the result channel. Exit code 3 means the spec itself was unusab
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import importlib
 import json
@@ -194,9 +195,7 @@ def deny_sockets() -> None:
     needs none (jax, Haiku and dm-clrs on the CPU open none; on a GPU not yet run: sandbox.seccomp=false
     turns it off); socketpair(2) stays, it reaches nobody. Raises if the kernel
     refuses: the parent reported the run as filtered, so it must be."""
-    import errno
-
-    import pyseccomp  # trusted; imported after the spec was read
+    import pyseccomp  # third-party, and only where the filter is asked for; imported after the spec was read
 
     rules = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)  # sets no_new_privs, as seccomp requires
     for name in ("socket", "io_uring_setup"):

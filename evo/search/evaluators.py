@@ -68,8 +68,9 @@ class LocalEvaluator:
     name = "local"
 
     @property
-    def lm_memory_fraction(self) -> Optional[float]:
-        """The share of GPU 0 the LM keeps when children share that GPU with it (None: no GPU shared)."""
+    def lm_gpu_share(self) -> Optional[float]:
+        """The share of GPU 0 the LM keeps when children share that GPU with it (None: no GPU shared); the config's
+        ``lm_memory_fraction`` where the device plan puts children beside the LM."""
         return self.plan.lm_memory_fraction
 
     @staticmethod
@@ -173,7 +174,7 @@ class SlurmEvaluator:
     (node failure, preemption, cancel) is submitted again up to ``max_resubmits`` times."""
 
     name = "slurm"
-    lm_memory_fraction = None   # children train on the cluster's GPUs: the LM shares none of them
+    lm_gpu_share = None   # children train on the cluster's GPUs: the LM shares none of them
 
     @staticmethod
     def check_config(node, cfg) -> None:
