@@ -161,16 +161,12 @@ def run_train(args) -> dict:
 # ------------------------------------------------------------------------------------------ children
 
 def run_children(args) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from evo.config import register_configs
+    from evo.config import compose_config
     from evo.search.evaluators import LocalEvaluator
     from evo.search.filter_eval import FilterAndEval
     from evo.sandbox.runner import SandboxLimits
 
-    register_configs()
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"task.train_steps={args.child_steps}"])
+    cfg = compose_config([f"task.train_steps={args.child_steps}"])
     from hydra.utils import instantiate
     task = instantiate(cfg.task)
     cache = pathlib.Path(tempfile.mkdtemp(prefix="evo-device-check-"))

@@ -36,6 +36,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evo.config import compose_config  # noqa: E402  (evo from this checkout)
+
 VARIANTS = {"none": ["crossmut.constrain=none"], "grammar": ["crossmut.constrain=grammar"]}
 # Build errors by cause, from the sandbox's reason (the exception's last line). "invented" = a name, a module
 # attribute or a keyword that does not exist where it is read; the rest are shapes and types
@@ -46,11 +48,6 @@ CAUSES = (("undefined_name", ("NameError", "UnboundLocalError", "cannot access l
           ("shape_or_type", ("broadcast", "shape", "out of bounds", "object has no attribute", "TypeError")))
 INVENTED = ("undefined_name", "no_such_attribute", "no_such_keyword")
 VAL_ACCURACY = 0.94
-
-
-def compose(overrides: list[str]):
-    from evo.config import compose_config
-    return compose_config(overrides)
 
 
 def triplet_params(code: str, hidden: int, nb_triplet_fts: int) -> int:
@@ -77,7 +74,7 @@ def run_variant(name: str, args, lm) -> dict:
     from evo.search.prompt import Example
     from evo.tasks.base import Prepared
 
-    cfg = compose(["experiment=clrs_demo", f"seed={args.seed}", *VARIANTS[name]])
+    cfg = compose_config(["experiment=clrs_demo", f"seed={args.seed}", *VARIANTS[name]])
     task = instantiate(cfg.task)
     crossmut = CrossMut(**{**OmegaConf.to_container(cfg.crossmut), "samples_per_prompt": args.samples})
     limits = SandboxLimits(**OmegaConf.to_container(cfg.sandbox))
@@ -156,7 +153,7 @@ def main() -> None:
         write(payload, args.out)
         return
     from hydra.utils import instantiate
-    cfg = compose(["experiment=clrs_demo", f"seed={args.seed}"])
+    cfg = compose_config(["experiment=clrs_demo", f"seed={args.seed}"])
     lm = instantiate(cfg.lm)   # one LM for all variants (the grammar is per call)
     results = []
     for name in args.variants:

@@ -19,21 +19,13 @@ atexit.register(shutil.rmtree, _XLA_CACHE, True)
 os.environ.setdefault("EVO_COMPILE_CACHE", _XLA_CACHE)
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from evo.config import register_configs
-from evo.run import CONF_DIR
+from evo.config import compose_config
 from runs import run_ablation_sweep, run_search
 
 
 def compose_cfg(overrides=(), tmp_path=None):
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config(overrides)
 
 
 @pytest.fixture

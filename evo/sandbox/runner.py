@@ -336,10 +336,10 @@ def _landlock_abi() -> int:
 def _seccomp_usable() -> bool:
     """pyseccomp and the system's libseccomp are there (a host without them runs without the filter, and says so)."""
     try:
-        import pyseccomp  # ctypes over libseccomp.so.2: raises at import when the library is missing
-        return bool(pyseccomp.SyscallFilter)
+        import pyseccomp  # noqa: F401  ctypes over libseccomp.so.2: RuntimeError at import when it is missing
     except (ImportError, OSError, RuntimeError):
         return False
+    return True
 
 
 def _use_seccomp(limits: SandboxLimits) -> bool:
@@ -364,6 +364,16 @@ def _landlock_rules(private: str, readonly_paths: Sequence[str], devices: Sequen
     read += _python_paths() + [os.path.abspath(p) for p in readonly_paths]
     write = [private, "/dev/null"] + list(devices) + [os.path.abspath(p) for p in writable]
     return {"read": [p for p in read if os.path.exists(p)], "write": [p for p in write if os.path.exists(p)]}
+
+
+def _confinement(limits: SandboxLimits, use_bwrap: bool, private: str, readonly_paths: Sequence[str],
+                 extra_pythonpath: Sequence[str], devices: Sequence[str], writable: Sequence[str]) -> dict:
+    """What a worker applies to itself before its entry (evo.sandbox.worker.confine): Landlock's rules where they
+    apply, and whether to deny sockets."""
+    out = {"no_sockets": _use_seccomp(limits)}
+    if _use_landlock(limits, use_bwrap):
+        out["landlock"] = _landlock_rules(private, list(readonly_paths) + list(extra_pythonpath), devices, writable)
+    return out
 
 
 # The trusted stages' XLA compilation cache: jax's own persistent cache (content-addressed by the computation and
@@ -750,10 +760,7 @@ def _run_one(entry: str, kwargs: dict, code: str, limits: SandboxLimits,
     cgroup = None
     proc = None
     try:
-        if _use_landlock(limits, use_bwrap):
-            spec["landlock"] = _landlock_rules(private, list(readonly_paths) + list(extra_pythonpath), devices,
-                                               writable)
-        spec["no_sockets"] = _use_seccomp(limits)
+        spec.update(_confinement(limits, use_bwrap, private, readonly_paths, extra_pythonpath, devices, writable))
         spec_bytes = json.dumps(spec, allow_nan=False).encode()  # TypeError/ValueError: caller's bug
         work, tmp = os.path.join(private, "work"), os.path.join(private, "tmp")
         os.mkdir(work, 0o700)
@@ -903,10 +910,8 @@ class _TrustedServer:
                      "rlimits": {"as_bytes": (address_mb << 20) if address_mb and limits.address_space
                                  else None, "fsize_bytes": limits.max_file_mb << 20,
                                  "cpu_s": limits.cpu_limit_s()}}  # per request (evo.sandbox.worker._cpu_budget)
-            if _use_landlock(limits, self.use_bwrap):
-                setup["landlock"] = _landlock_rules(self.private, list(readonly_paths) + list(extra_pythonpath),
-                                                    devices, writable)
-            setup["no_sockets"] = _use_seccomp(limits)
+            setup.update(_confinement(limits, self.use_bwrap, self.private, readonly_paths, extra_pythonpath,
+                                      devices, writable))
             self.proc.stdin.write((json.dumps(setup) + "\n").encode())
             self.proc.stdin.flush()
         except BaseException:
@@ -1013,10 +1018,9 @@ def _log_since(path: str, offset: int) -> str:
         return ""
 
 
-# Failures that what an earlier request left in a reused worker can cause (its address space grows with each model it
-# trained: a CLRS child at experiment=clrs_demo's size takes a fresh worker to ~3.9 GB of the 4 GB RLIMIT_AS, a third
-# request to 4.2 GB): a pooled worker that fails so after serving others is replaced, and the request is run again on
-# a fresh one, whose verdict is the child's, as a one-shot worker's would be.
+# Failures that what an earlier request left in a reused worker can cause (its address space grows: see
+# TRUSTED_ADDRESS_FACTOR, which is not there without a cgroup): a pooled worker that fails so after serving others is
+# replaced, and the request is run again on a fresh one, whose verdict is the child's, as a one-shot worker's would be.
 _FRESH_RETRY = (outcome.MEMORY, outcome.CRASHED)
 
 

@@ -203,6 +203,20 @@ def deny_sockets() -> None:
     rules.load()
 
 
+def confine(spec: dict) -> None:
+    """The confinements the parent asked for (``spec["landlock"]``: apply_landlock; ``spec["no_sockets"]``:
+    deny_sockets), while this process is still one thread, before any entry is imported. Raises RuntimeError naming
+    the one the kernel refused: the parent reported the run as confined, so it must be."""
+    for key, name, apply in (("landlock", "Landlock", lambda: apply_landlock(spec["landlock"])),
+                             ("no_sockets", "the seccomp filter", deny_sockets)):
+        if spec.get(key):
+            try:
+                apply()
+            except Exception as exc:
+                raise RuntimeError(f"could not apply {name} ({type(exc).__name__}: {exc}): refusing to run the "
+                                   "entry") from exc
+
+
 def _descendants(root: int) -> list[int]:
     """PIDs below ``root`` (we are a subreaper, so orphans of our children count too)."""
     parent_of: dict[int, int] = {}
@@ -303,18 +317,11 @@ def serve(result_fd: int) -> int:
     if not drop_capabilities() and os.geteuid() == 0:
         print("sandbox_worker: could not drop the capabilities of a root worker", file=sys.stderr)
         return 3
-    if setup.get("landlock"):
-        try:
-            apply_landlock(setup["landlock"])
-        except Exception as exc:
-            print(f"sandbox_worker: could not apply Landlock: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 3
-    if setup.get("no_sockets"):
-        try:
-            deny_sockets()
-        except Exception as exc:
-            print(f"sandbox_worker: could not apply the seccomp filter: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 3
+    try:
+        confine(setup)
+    except RuntimeError as exc:
+        print(f"sandbox_worker: {exc}", file=sys.stderr)
+        return 3
     for module_name in setup.get("preload") or []:  # trusted modules, imported while nothing waits on us
         importlib.import_module(module_name)
     while True:
@@ -390,18 +397,7 @@ def main(argv: list[str]) -> int:
             os.sched_setaffinity(0, spec["cpus"])
         if not drop_capabilities() and os.geteuid() == 0:
             raise RuntimeError("could not drop the capabilities of a root worker: refusing to run the entry")
-        if spec.get("landlock"):
-            try:
-                apply_landlock(spec["landlock"])  # before the entry's import: still one thread
-            except Exception as exc:
-                raise RuntimeError(f"could not apply Landlock ({type(exc).__name__}: {exc}): refusing to run "
-                                   "the entry") from exc
-        if spec.get("no_sockets"):
-            try:
-                deny_sockets()  # before the entry's import, as Landlock
-            except Exception as exc:
-                raise RuntimeError(f"could not apply the seccomp filter ({type(exc).__name__}: {exc}): refusing "
-                                   "to run the entry") from exc
+        confine(spec)  # before the entry's import: still one thread
         module_name, _, func_name = entry.partition(":")
         fn = getattr(importlib.import_module(module_name), func_name)
         # 3. the untrusted part
