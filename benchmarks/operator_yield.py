@@ -66,6 +66,12 @@ VARIANTS.update({
 INVENTED = ("NameError", "unexpected keyword argument", "has no attribute", "is not defined")
 
 
+def _commit() -> str:
+    """The commit the variants ran at (the grammar, for one, changes between commits)."""
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
 def run_variant(name: str, overrides: list[str], args, out_root: Path) -> dict:
     run_dir = out_root / name
     cmd = [sys.executable, "-m", "evo.run", *overrides, "search.rounds=1",
@@ -124,7 +130,7 @@ def main() -> None:
     results.sort(key=lambda r: list(VARIANTS).index(r["variant"]))
     payload = {"lm": "gemma3-270m (default)", "prompts": args.prompts, "samples_per_prompt": args.samples,
                "train_steps": args.train_steps, "seed": args.seed, "python": platform.python_version(),
-               "date": time.strftime("%Y-%m-%d"), "results": results}
+               "date": time.strftime("%Y-%m-%d"), "commit": _commit(), "results": results}
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2))
     print("\n| variant | samples | new working / sample | scored / sample | copies | syntax err | invented names "

@@ -32,38 +32,72 @@ _SKIP = {"parent", "name", "dtype", "param_dtype", "precision", "mask", "promote
          "dot_general_cls", "conv_general_dilated", "conv_general_dilated_cls", "preferred_element_type",
          "axis_name", "axis_index_groups", "variable_axes", "variable_broadcast", "variable_carry", "split_rngs",
          "gate_fn", "activation_fn", "merge_fn", "inputs"}
+# Keywords with only one writable value: an RNN's carry is a tuple, and a time-major RNN scans the batch axis;
+# neither fits a one-variable body, but samples write the defaults out (``return_carry=False``).
+_ONLY = {"return_carry": '"False"', "time_major": '"False"'}
 
+# The logits a child returns: (batch, CLASSES). Every seed ends with ``return nn.Dense(10)(x)``, and a
+# sample that ended with another head (``nn.Dense(1)``, a 12-wide Dense) was a shape error every time.
+CLASSES = 10
+
+# The body is a small state machine over the rank of ``x``: flat (batch, features) or a sequence
+# (batch, length, channels), the only two ranks a child of (batch, 40) signals can use. Each line reads x
+# in one rank and writes it in one; convolutions, pools and RNNs take sequences only, a reduction or a
+# flattening reshape turns a sequence flat, ``x[..., None]`` or a 3-d reshape turns it back. So a pool
+# over the batch axis (a flat x pooled: the batch-dependence and shape errors of unconstrained samples),
+# a 2-d kernel on a 1-d signal, and a head that is not ``nn.Dense(10)`` of a flat x cannot be written.
+# Widths are not tracked (a residual sum of two widths still fails at build, and is recorded so).
 RULES = r"""
-start: " " expr "\n" line* ret
-line: "        x = " expr "\n"
-    | "        for _ in range(" SMALL "):\n" inner+
-inner: "            x = " expr "\n"
-ret: "        return " expr "\n"
-
-expr: term (op term)*
+start: " " e_ff "\n" body_f | " " e_fs "\n" body_s
+body_f: "        x = " e_ff "\n" body_f
+      | "        x = " e_fs "\n" body_s
+      | "        for _ in range(" SMALL "):\n" inner_f+ body_f
+      | "        return nn.Dense(CLASSES)(" e_ff ")\n"
+body_s: "        x = " e_ss "\n" body_s
+      | "        x = " e_sf "\n" body_f
+      | "        for _ in range(" SMALL "):\n" inner_s+ body_s
+      | "        return nn.Dense(CLASSES)(" e_sf ")\n"
+inner_f: "            x = " e_ff "\n"
+inner_s: "            x = " e_ss "\n"
 op: " + " | " - " | " * "
-term: "x"
-    | module "(" expr ")"
-    | act "(" expr ")"
-    | pool "(" expr ", " pool_args ")"
-    | "x[..., None]"
-    | "x.reshape(" shape ")"
-    | "jnp.reshape(" expr ", " shape ")"
-    | reduce "(" expr ", axis=" AXIS ")"
-    | "jnp.concatenate([" expr (", " expr)+ "], axis=" AXIS ")"
-    | "(" expr ")"
-shape: "(x.shape[0], -1)" | "(x.shape[0], " INT ", " INT ")" | "(x.shape[0], -1, " INT ")"
+flat_shape: "(x.shape[0], -1)"
+seq_shape: "(x.shape[0], " INT ", " INT ")" | "(x.shape[0], -1, " INT ")"
 reduce: "jnp.mean" | "jnp.max" | "jnp.sum"
+SEQ_AXIS: "1" | "2" | "-1" | "-2"
 
-ints: INT | "(" INT ",)" | "(" INT ", " INT ("," " " INT)* ")"
-pad: "'SAME'" | "'VALID'" | "'CAUSAL'" | ints | "((" INT ", " INT "),)"
+ints: INT | "(" INT ",)"
+window: "(" INT ",)"
+pad: "'SAME'" | "'VALID'" | "'CAUSAL'" | INT | "((" INT ", " INT "),)"
+pool_pad: "'SAME'" | "'VALID'" | "((" INT ", " INT "),)"
 bool: "True" | "False"
 
 INT: /[1-9][0-9]{0,3}/
 SMALL: /[1-8]/
-AXIS: /-?[0-3]/
 FLOAT: /[0-9]\.[0-9]{1,6}(e-[0-9]{1,2})?/
-"""
+""".replace("CLASSES", str(CLASSES))
+
+
+def _expression_rules() -> str:
+    """``e_<x's rank><result's rank>``: an expression over x (f: flat, s: sequence) of the given rank."""
+    rules = []
+    for c in "fs":
+        for r in "fs":
+            e = f"e_{c}{r}"
+            alts = ['"(" ' + e + ' ")"', f'act "(" {e} ")"', f'dense "(" {e} ")"', f'layernorm "(" {e} ")"',
+                    f'groupnorm "(" {e} ")"', f'"jnp.concatenate([" {e} (", " {e})+ "], axis=-1)"']
+            if c == r:
+                alts.append('"x"')
+            if r == "s":   # layers over a length axis
+                alts += [f'seq_module "(" {e} ")"', f'pool "(" {e} ", " pool_args ")"',
+                         f'"jnp.reshape(" (e_{c}f | e_{c}s) ", " seq_shape ")"', '"x.reshape(" seq_shape ")"']
+                if c == "f":
+                    alts.append('"x[..., None]"')
+            else:          # a sequence made flat
+                alts += [f'"jnp.reshape(" (e_{c}s | e_{c}f) ", " flat_shape ")"', '"x.reshape(" flat_shape ")"',
+                         f'reduce "(" e_{c}s ", axis=" SEQ_AXIS ")"']
+            rules.append(f"{e}: t_{c}{r} (op t_{c}{r})*")
+            rules.append(f"t_{c}{r}: " + "\n    | ".join(alts))
+    return "\n".join(rules)
 
 
 def _value_rule(param: inspect.Parameter) -> str | None:
@@ -72,6 +106,8 @@ def _value_rule(param: inspect.Parameter) -> str | None:
     text = "" if ann is inspect.Parameter.empty else (ann.__name__ if isinstance(ann, type) else str(ann))
     if param.name == "padding":
         return "pad"
+    if param.name in _ONLY:
+        return _ONLY[param.name]
     if not text:   # the pooling functions are not annotated: go by name
         return {"window_shape": "ints", "strides": "ints", "count_include_pad": "bool"}.get(param.name)
     if text == "bool":
@@ -117,7 +153,7 @@ def lark_grammar() -> str:
     """The grammar, built from the installed flax.linen (cached: it does not change in a process)."""
     import flax.linen as nn   # heavy (jax): the search process builds the grammar once, children never
 
-    parts = [RULES]
+    parts = [RULES, _expression_rules()]
     for layer in LAYERS:
         parts.append(_call_rule(layer.lower(), f"nn.{layer}", getattr(nn, layer)))
     for cell in CELLS:
@@ -128,12 +164,15 @@ def lark_grammar() -> str:
     kw = " | ".join(f'"{p.name}=" {_value_rule(p)}' for p in rnn_kws)
     parts.append(f'rnn: "nn.RNN(" cell (", " ({kw}))* ")"')
     parts.append('bidirectional: "nn.Bidirectional(" rnn ", " rnn ")"')
-    parts.append("module: " + " | ".join([l.lower() for l in LAYERS] + ["rnn", "bidirectional"]))
+    parts.append("seq_module: conv | convtranspose | rnn | bidirectional")   # dense and the norms: either rank
     parts.append("act: " + " | ".join(f'"nn.{a}"' for a in ACTIVATIONS if hasattr(nn, a)))
     parts.append("pool: " + " | ".join(f'"nn.{p}"' for p in POOLS))
     pool_params = [p for p in inspect.signature(nn.avg_pool).parameters.values()
                    if p.name not in _SKIP and _value_rule(p) is not None]
-    # window_shape is required: positional or keyword, then the optional keywords
-    opt = " | ".join(f'"{p.name}=" {_value_rule(p)}' for p in pool_params if p.name != "window_shape")
-    parts.append(f'pool_args: (ints | "window_shape=" ints) (", " ({opt}))*')
+    # window_shape is required: positional or keyword, then the optional keywords. The pools take only
+    # tuples (an int window fails in len()) and no 'CAUSAL' padding.
+    pool_rule = {"window_shape": "window", "strides": "window", "padding": "pool_pad"}
+    opt = " | ".join(f'"{p.name}=" {pool_rule.get(p.name, _value_rule(p))}' for p in pool_params
+                     if p.name != "window_shape")
+    parts.append(f'pool_args: (window | "window_shape=" window) (", " ({opt}))*')
     return "\n".join(parts) + "\n"
