@@ -59,6 +59,9 @@ VARIANTS.update({
     # and the copies the penalty leaves (samples that became copies anyway) resampled once
     "demo_grammar_copy_penalty_resample": [*DEMO, "crossmut.constrain=grammar", "lm.copy_penalty=1",
                                            "crossmut.resample_copies=1"],
+    # ...and the penalty widened to every program the run holds (crossmut.avoid_known), not only the prompt's
+    "demo_grammar_copy_penalty_known_resample": [*DEMO, "crossmut.constrain=grammar", "lm.copy_penalty=1",
+                                                 "crossmut.avoid_known=true", "crossmut.resample_copies=1"],
     "demo_all_copy_penalty": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar", "lm.copy_penalty=1"],
     # the fastest sampler (both speed-ups that change the distribution) without resampling: yield x speed
     "demo_grammar_code_head": [*DEMO, "lm.head_vocab=code", "crossmut.constrain=grammar"],

@@ -64,6 +64,8 @@ def _fingerprint(cfg: DictConfig) -> dict:
     if not lm.get("copy_penalty"):   # off: absent, so runs from before the copy penalty resume
         for k in ("copy_penalty", "copy_penalty_base", "copy_penalty_after"):
             lm.pop(k, None)
+    if out.get("crossmut") and not out["crossmut"].get("avoid_known"):   # off: absent, so runs from before it resume
+        out["crossmut"].pop("avoid_known", None)
     for key, free in _RESUME_FREE.items():
         out[key] = _without(out[key] or {}, free)
     return out

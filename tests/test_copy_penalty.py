@@ -67,3 +67,39 @@ def test_a_row_that_left_every_copy_is_never_penalised(lms):
     penalty.apply(scores, [0, 1], ["", " h("], [1, 3])
     assert scores[0, g] < -50 and scores[1, g] == 10.0
     assert scores[0, space] == 9.0 and penalty.penalised_steps == [1, 0]
+
+
+def test_avoid_known_steers_off_programs_that_are_not_in_the_prompt(lms):
+    """A batch drawn again with the same seed repeats itself, programs the prompt does not show included
+    (the prompt's penalty cannot see them); with crossmut.avoid_known and the run's programs (the seeds and
+    that first batch) none of the redrawn samples is a program the run holds."""
+    _, penalised = lms
+    task = MNIST1DTask()
+    seeds = task.seed_programs()
+    op = CrossMut(banned_words=task.banned_words)
+    prompt, _ = op.make_prompt(task, [Example(seeds["gru"], 5110, 0.876), Example(seeds["cnn"], 5210, 0.906)])
+    first = op.sample(penalised, task, prompt, TEMPERATURES, seed=0)
+    known = [*seeds.values(), *(s.code for s in first)]
+    hashes = {code_hash(code) for code in known}
+    again = op.sample(penalised, task, prompt, TEMPERATURES, seed=0, known=known)   # avoid_known off: ignored
+    assert [s.code_hash for s in again] == [s.code_hash for s in first]
+    avoiding = CrossMut(banned_words=task.banned_words, avoid_known=True)
+    redrawn = avoiding.sample(penalised, task, prompt, TEMPERATURES, seed=0, known=known)
+    assert sum(s.code_hash in hashes for s in redrawn) == 0
+    assert all("copy_penalty:known_programs" in s.repairs for s in redrawn)
+
+
+def test_known_completions_are_what_the_prefill_continues():
+    task = MNIST1DTask()
+    seeds = task.seed_programs()
+    broken = task.prelude + "\n\n\n" + task.prefill + " nn.Dense(10)(x\n"   # as written: it does not parse
+    texts = CrossMut().known_completions(task, [seeds["mlp"], broken, "def broken(:", "x = 1\n"])
+    assert texts == [" nn.relu(nn.Dense(100)(x))\n        x = x + nn.relu(nn.Dense(100)(x))\n        return nn.Dense(10)(x)",
+                     " nn.Dense(10)(x\n"]
+
+
+def test_avoid_known_without_the_penalty_fails_before_compute(cfg_factory):
+    from evo.config import ConfigError, validate
+    with pytest.raises(ConfigError, match=r"crossmut\.avoid_known.*Fix: pass lm\.copy_penalty=1"):
+        validate(cfg_factory("experiment=demo", "crossmut.avoid_known=true"), needs_lm=False)
+    validate(cfg_factory("experiment=demo", "crossmut.avoid_known=true", "lm.copy_penalty=1"), needs_lm=False)

@@ -392,10 +392,11 @@ class HFCausalLM:
 
     def sample(self, prompt: str, temperatures: Sequence[float], seed: int,
                stop: Optional[StopRule] = None, bad_words: Sequence[str] = (),
-               grammar: Optional[str] = None) -> list[Completion]:
+               grammar: Optional[str] = None, avoid: Sequence[str] = ()) -> list[Completion]:
         """One completion per temperature; batches of at most ``max_batch_size`` rows, the i-th
         batch seeded with ``seed + i`` (so a prompt's samples are reproducible from ``seed``).
-        ``grammar``: a Lark grammar (llguidance's dialect) every completion must follow."""
+        ``grammar``: a Lark grammar (llguidance's dialect) every completion must follow. ``avoid``:
+        completions the copy penalty also steers off (lm.copy_penalty > 0), besides the prompt's programs."""
         temps, size = list(temperatures), self.max_batch_size
         out: list[Completion] = []
         for i, start in enumerate(range(0, len(temps), size)):
@@ -406,7 +407,7 @@ class HFCausalLM:
                 out += self._sample_batch(prompt, temps[start:start + size], seed + i, stop, bad_words)
             else:
                 out += self._sample_batch_cached(prompt, temps[start:start + size], seed + i, stop, bad_words,
-                                                 grammar)
+                                                 grammar, avoid)
         return out
 
     # -- evo's decode loop -------------------------------------------------------------------------
@@ -449,7 +450,7 @@ class HFCausalLM:
 
     def _sample_batch_cached(self, prompt: str, temperatures: Sequence[float], seed: int,
                              stop: Optional[StopRule], bad_words: Sequence[str],
-                             grammar: Optional[str]) -> list[Completion]:
+                             grammar: Optional[str], avoid: Sequence[str] = ()) -> list[Completion]:
         """The n rows of one prompt, sampled by evo's own loop. Same distribution as ``generate``
         (head_vocab=full, no grammar), less work:
 
@@ -481,7 +482,7 @@ class HFCausalLM:
         multi_bad = [b for b in bad or [] if len(b) > 1]
         matchers = [self._matcher(grammar) for _ in range(n)] if grammar is not None else None
         copying = CopyPenalty(prompt, n, self.copy_penalty, self.copy_penalty_base, self.copy_penalty_after,
-                              self._piece) if self.copy_penalty > 0 else None
+                              self._piece, avoid=avoid) if self.copy_penalty > 0 else None
         vocab = int(head.weight.shape[0])
         gen = torch.Generator(device=self.device).manual_seed(seed)
         min_new = self.model.generation_config.min_new_tokens or 0

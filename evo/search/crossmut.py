@@ -16,7 +16,7 @@ from evo.errors import fail
 from evo.lm.base import Completion
 from evo.search.filter_eval import fitness
 from evo.search.program import code_hash
-from evo.search.prompt import Example, make_fewshot_prompt, target_metrics
+from evo.search.prompt import Example, make_fewshot_prompt, normalise_entry, target_metrics
 from evo.search.repair import ClassRules, ClassStop, finish
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class CrossMut:
     accuracy_factor: float = 1.02          # target val_accuracy = 1.02 x best parent (rounded to 0.1%)
     resample_copies: int = 0               # [not in paper] extra batches per prompt that replace samples copying a
                                            #   known program
+    avoid_known: bool = False              # [not in paper] with lm.copy_penalty > 0: the penalty steers a sample off
+                                           #   every program the run holds (seeds, earlier samples), not only the
+                                           #   prompt's parents (evo/lm/copying.py)
     max_body_lines: int = 16               # [not in paper] stop rule: a forward body longer than this is a runaway;
                                            #   cut and close it
     max_repeats: int = 3                   # [not in paper] stop rule: this many identical lines in a row is a loop
@@ -75,6 +78,10 @@ class CrossMut:
                              ("constrain", ("none", "grammar"))):
             if node[key] not in allowed:
                 fail(f"crossmut.{key}", node[key], f"Allowed values: {', '.join(allowed)}.", f"pass crossmut.{key}={allowed[0]}.")
+        if node.get("avoid_known") and not (hasattr(cfg.lm, "get") and (cfg.lm.get("copy_penalty") or 0) > 0):
+            fail("crossmut.avoid_known", node.avoid_known, "It widens the copy penalty, which is off (lm.copy_penalty=0) "
+                 "or which this LM backend does not have.", "pass lm.copy_penalty=1 (lm=hf, gemma270m, codegen), or "
+                 "crossmut.avoid_known=false.")
         # the one LM setting the grammar depends on: transformers' generate has no token mask
         if node.constrain == "grammar" and hasattr(cfg.lm, "get") and cfg.lm.get("decoder") == "generate":
             fail("crossmut.constrain", node.constrain, "lm.decoder=generate (transformers' generate) cannot enforce a grammar.",
@@ -122,14 +129,32 @@ class CrossMut:
             return None
         return grammar
 
-    def sample(self, lm, task, prompt: str, temperatures: Sequence[float], seed: int) -> list[Sample]:
+    def known_completions(self, task, codes: Sequence[str]) -> list[str]:
+        """What the LM would write after the prefill to copy each of ``codes``: formatted as the prompt shows
+        a program, or, for one that does not parse, as it was written; codes without the prefill are left out."""
+        out = []
+        for code in codes:
+            try:
+                text = normalise_entry(code, task.entry)
+            except (SyntaxError, ValueError):
+                text = code[code.find(task.prefill):] if task.prefill in code else ""
+            if text.startswith(task.prefill):
+                out.append(text[len(task.prefill):])
+        return out
+
+    def sample(self, lm, task, prompt: str, temperatures: Sequence[float], seed: int,
+               known: Sequence[str] = ()) -> list[Sample]:
+        """``known``: programs the run holds; with avoid_known, the LM's copy penalty steers off them too."""
         rules = self.rules(task)
         grammar = self.grammar_for(lm, task)
         extra = {"grammar": grammar} if grammar is not None else {}
+        if self.avoid_known and known:
+            extra["avoid"] = self.known_completions(task, known)
         completions = lm.sample(prompt, temperatures, seed=seed, stop=ClassStop(task.prefill, rules),
                                 bad_words=[*self.banned_words, *task.banned_words], **extra)
         # What shaped a sample besides the paper's operator, on its row with the repairs.
-        constraints = (["constrained:grammar"] if grammar is not None else []) + list(getattr(lm, "constraints", []))
+        constraints = (["constrained:grammar"] if grammar is not None else []) + list(getattr(lm, "constraints", [])) \
+            + (["copy_penalty:known_programs"] if "avoid" in extra else [])
         samples = []
         for c in completions:
             code, repairs = finish(task.prelude, task.prefill, c.text, rules, task.closing_return, task.entry)

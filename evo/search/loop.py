@@ -274,7 +274,8 @@ class EvoPrompting:
             temps = self.crossmut.draw_temperatures(
                 count, random.Random(derive_seed(self.settings.seed, "temps", t, j, attempt)))
             samples = self.crossmut.sample(self.lm, self.task, prompt, temps,
-                                           seed=derive_seed(self.settings.seed, "lm", t, j, attempt))
+                                           seed=derive_seed(self.settings.seed, "lm", t, j, attempt),
+                                           known=self._known_programs())
             with self.archive.transaction():  # a batch is stored whole or not at all
                 for i, s in enumerate(samples):
                     c = s.completion
@@ -291,6 +292,13 @@ class EvoPrompting:
             attempt += 1
         self.archive.complete_prompt(prompt_id)
         return futures
+
+    def _known_programs(self) -> list[str]:
+        """Every distinct program the run holds, for crossmut.avoid_known (the same on resume: a batch is
+        stored whole before the next is drawn)."""
+        if not self.crossmut.avoid_known:
+            return []
+        return list({r["code_hash"]: r["code"] for r in self.archive.rows(["code_hash", "code"])}.values())
 
     def _copies(self, prompt_id: int, attempt: int) -> int:
         return self.archive.count(prompt_id=prompt_id, attempt=attempt, status=outcome.DUPLICATE)
