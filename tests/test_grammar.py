@@ -51,6 +51,26 @@ def test_grammar_rejects_invented_keywords_and_names(tiny):
     assert not accepts(tiny, cnn.replace("return nn.Dense(10)(x)\n", ""))                      # no return
 
 
+def test_grammar_tracks_the_rank_of_x(tiny):
+    """What the last grammar run's shape errors wrote cannot be written; each refusal has an accepted
+    control one edit away, so the rule refuses the error and not the layer."""
+    cnn, mlp, gru, res = (seed_completion(SEEDS / f"{s}.py") for s in ("cnn", "mlp", "gru", "residual_cnn"))
+    pool = "        x = nn.avg_pool(x, (2,))\n"
+    first_conv = cnn.split("\n")[1] + "\n"
+    assert accepts(tiny, cnn.replace(first_conv, first_conv + pool))       # a pool over the length axis
+    assert not accepts(tiny, mlp.replace("        return", pool + "        return"))   # a pool of a flat x
+    assert not accepts(tiny, mlp.replace("nn.relu(nn.Dense(100)(x))\n", "nn.Conv(8, kernel_size=3)(x)\n", 1))
+    assert accepts(tiny, cnn.replace("kernel_size=(5,)", "kernel_size=5"))     # flax takes an int kernel
+    assert not accepts(tiny, cnn.replace("kernel_size=(5,)", "kernel_size=(5, 5)"))   # a 2-d kernel
+    assert not accepts(tiny, res.replace("window_shape=(2,)", "window_shape=2", 1))   # pools take tuples
+    assert not accepts(tiny, cnn.replace("return nn.Dense(10)(x)", "return nn.Dense(1)(x)"))   # not 10 logits
+    flatten = "        x = jnp.reshape(x, (x.shape[0], -1))\n"
+    assert flatten in cnn and not accepts(tiny, cnn.replace(flatten, ""))     # the head of an unflattened x
+    assert accepts(tiny, cnn.replace(flatten, "        x = jnp.mean(x, axis=1)\n"))   # a reduction flattens too
+    assert accepts(tiny, gru.replace("nn.GRUCell(6))", "nn.GRUCell(6), return_carry=False)"))
+    assert not accepts(tiny, gru.replace("nn.GRUCell(6))", "nn.GRUCell(6), return_carry=True)"))   # a tuple
+
+
 def test_layer_keywords_are_the_installed_signatures():
     import flax.linen as nn
     grammar = lark_grammar()

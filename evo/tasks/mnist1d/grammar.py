@@ -6,12 +6,14 @@ shows (``ast.unparse``: 4-space indents, no comments) and every name it writes e
 
 - one variable, ``x`` (the seeds need no other; a second name is how samples wrote undefined names
   such as ``in_planes``), assigned line by line and in ``for _ in range(N):`` blocks, ending with
-  ``return <expr>``;
+  ``return nn.Dense(10)(<expr>)``;
 - layers of ``flax.linen`` constructed and applied in place (``nn.Conv(...)(x)``), with keyword
   arguments taken from the installed ``inspect.signature`` of each layer (so an invented keyword
   such as ``in_dim=`` cannot be written, and a new flax version brings its own keywords), each
   keyword's values shaped by its annotation (ints, int tuples, bools, padding strings);
-- activations, pooling, reshapes and a few ``jax.numpy`` reductions the seeds and the docs use.
+- activations, pooling, reshapes and a few ``jax.numpy`` reductions the seeds and the docs use;
+- the rank of ``x`` tracked line by line (flat or a sequence; see RULES), so convolutions, pools and RNNs
+  apply to sequences, kernels and windows are 1-d, and the body ends with ``nn.Dense(10)`` of a flat x.
 
 The grammar is the Lark dialect llguidance reads (its ``%llguidance`` extensions are not used).
 """
