@@ -107,7 +107,8 @@ def test_seed_passes_checks_and_trains(seed_file, pools):
     assert "test_accuracy" not in result
 
 
-@pytest.mark.parametrize("hidden_dim", [HIDDEN, pytest.param(128, marks=pytest.mark.slow)])   # 128: the paper's size
+@pytest.mark.slow   # dm-clrs's model built twice
+@pytest.mark.parametrize("hidden_dim", [HIDDEN, 128])   # 128: the paper's size
 def test_v1_is_dm_clrs_triplet_gmpnn_in_size(pools, hidden_dim):
     """Same parameter count and the same multiset of parameter shapes as dm-clrs's own processor."""
     import jax

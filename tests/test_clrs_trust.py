@@ -33,6 +33,9 @@ TRAIN = {"steps": 2, "batch_size": 4, "eval_batch_size": 8, "hidden_dim": HIDDEN
 BWRAP_OK, BWRAP_WHY = _bwrap_usable()
 MODES = [pytest.param("bwrap", id="bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason=f"needs bubblewrap: {BWRAP_WHY}")),
          pytest.param("none", id="none")]
+# The fast tier (-m "not slow") runs each attack under bwrap where bwrap works, else without; the whole suite both.
+SLOW_NONE = [MODES[0], pytest.param(*MODES[1].values, id=MODES[1].id,
+                                    marks=(*MODES[1].marks, *([pytest.mark.slow] if BWRAP_OK else [])))]
 V1 = (REPO / "seeds" / "clrs" / "v1.py").read_text()
 # One linear layer over the edge features: (16 + 1) x 16 parameters in the triplet function.
 TRIPLET = '''
@@ -71,13 +74,14 @@ def evaluate(code: str, kwargs: dict, isolation: str = "auto", entry: str = ENTR
                           readonly_paths=[kwargs["data_dir"]], extra_env=CHILD_ENV)
 
 
-@pytest.mark.parametrize("attack", sorted(ATTACKS))
+@pytest.mark.parametrize("attack", [a if i == 0 else pytest.param(a, marks=pytest.mark.slow)   # one in the fast tier
+                                    for i, a in enumerate(sorted(ATTACKS))])
 def test_attack_forges_a_score_on_the_former_single_process_path(attack, clrs_data):
     res = evaluate(ATTACKS[attack], clrs_data, entry=OLD_ENTRY)
     assert res.status == outcome.OK and res.payload["num_params"] == 1, (res.status, res.reason, res.payload)
 
 
-@pytest.mark.parametrize("isolation", MODES)
+@pytest.mark.parametrize("isolation", SLOW_NONE)
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_attack_gains_nothing(attack, isolation, clrs_data):
     # it left before exporting anything: no modules, no score (its forged payload never reaches the trusted stage)

@@ -25,6 +25,9 @@ BWRAP_OK, BWRAP_WHY = _bwrap_usable()
 MODES = [pytest.param("bwrap", id="bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason=f"needs bubblewrap: {BWRAP_WHY}")),
          pytest.param("none", id="none-landlock", marks=pytest.mark.skipif(
              not _landlock_abi(), reason="needs Landlock (kernel >= 5.13 and landlockpy): without it the cache is off"))]
+# The fast tier (-m "not slow") runs the bwrap case where bwrap works, else the other; the whole suite both.
+SLOW_NONE = [MODES[0], pytest.param(*MODES[1].values, id=MODES[1].id,
+                                    marks=(*MODES[1].marks, *([pytest.mark.slow] if BWRAP_OK else [])))]
 MODEL = '''
 import flax.linen as nn
 
@@ -55,7 +58,7 @@ def entries(cache: Path) -> dict[str, int]:
             for p in cache.glob("*-cache")}
 
 
-@pytest.mark.parametrize("isolation", MODES)
+@pytest.mark.parametrize("isolation", SLOW_NONE)
 def test_a_program_trained_again_loads_its_compilations_and_scores_the_same(isolation, data_path, tmp_path):
     cache = tmp_path / "xla"
     first = evaluate(MODEL, data_path, cache, isolation)
@@ -86,7 +89,7 @@ for name in ("planted-cache", "planted-atime", "planted-dir/x-cache"):
 ''' + MODEL
 
 
-@pytest.mark.parametrize("isolation", MODES)
+@pytest.mark.parametrize("isolation", SLOW_NONE)
 def test_a_child_cannot_plant_anything_in_the_cache(isolation, data_path, tmp_path):
     cache = tmp_path / "xla"
     res = evaluate(f"CACHE = {str(cache)!r}\n" + PLANTER, data_path, cache, isolation)

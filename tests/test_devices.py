@@ -312,6 +312,7 @@ def test_real_gpu_child_trains_on_its_gpu(tmp_path):
     assert result.device == "gpu"
 
 
+@pytest.mark.slow   # times three trainings
 def test_device_check_measures_loop_scan_and_torch():
     """benchmarks/device_check.py's train part on this CPU at a tiny size: every variant trains (finite loss)."""
     import math

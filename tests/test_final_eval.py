@@ -37,6 +37,10 @@ def test_published_table_is_the_papers():
     assert published.TABLE3["heapsort"].new_mean == 69.90 and published.TABLE3["heapsort"].ibarz_mean == 31.04
     assert round(published.average("ibarz_mean"), 2) == published.IBARZ_AVERAGE == 75.98
     assert sum(r.best_model == "Baseline" for r in published.TABLE3.values()) == 9   # "best on 21 of 30"
+
+
+@pytest.mark.slow   # dm-clrs imports tensorflow (~6 s)
+def test_published_table_names_are_dm_clrs_own():
     # The keys are dm-clrs's own names (a subprocess: dm-clrs imports tensorflow).
     names = subprocess.run([sys.executable, "-c", "import clrs, json; print(json.dumps(sorted(clrs.CLRS_30_ALGS_SETTINGS)))"],
                            capture_output=True, text=True, timeout=300)

@@ -75,6 +75,7 @@ def test_heldout_retrains_the_best_programs_per_variant_and_resumes(tmp_path, ca
     assert "under other settings (sandbox differ)" in capsys.readouterr().err
 
 
+@pytest.mark.slow   # trains programs of two runs
 def test_runs_of_two_protocols_are_refused_unless_allowed_and_then_flagged(tmp_path, capsys):
     runs = tmp_path / "sweep"
     base = {**SWEEP_CFG, "task": {**TASK, "eval_every": 10}, "cache_dir": str(tmp_path / "cache")}

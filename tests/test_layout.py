@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tokenize
 
+import pytest
+
 from runs import REPO, search_cmd
 
 # Made by the code of commit 6f02ef3 (the last flat layout), see tests/data/old_layout_run/README.md.
@@ -172,6 +174,7 @@ def test_the_search_imports_no_analysis_module():
     assert [m for m in loaded if m.startswith("evo.analysis")] == []
 
 
+@pytest.mark.slow   # a whole search subprocess
 def test_a_run_made_by_the_flat_layout_resumes_and_opens(tiny_lm_dir, tmp_path):
     run_dir = tmp_path / "old_run"
     shutil.copytree(OLD_RUN / "run", run_dir)

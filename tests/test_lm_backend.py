@@ -184,6 +184,7 @@ def _hub_cache_with_tiny_codegen(cache, tokenizer_dir):
     (repo / "refs" / "main").write_text(commit)
 
 
+@pytest.mark.slow   # builds a hub cache and samples from it
 def test_codegen_loads_from_the_local_hub_cache_only(tiny_lm_dir, tmp_path):
     """`lm=codegen` resolves the hub id through the local cache (as after a pre-download), offline."""
     import json

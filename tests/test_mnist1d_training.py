@@ -106,6 +106,7 @@ def test_seed_format_checks_and_short_training(name, data_path):
     assert result["compile_s"] > 0 and result["train_s"] > 0 and result["steps_per_s"] > 0
 
 
+@pytest.mark.slow   # trains twice; the fast tier trains each seed once
 def test_training_is_deterministic(data_path):
     code = (SEED_DIR / "cnn.py").read_text()
     runs = [evaluate_source(code, data_path, steps=200, eval_every=50, seed=s) for s in (0, 0, 1)]
@@ -114,6 +115,7 @@ def test_training_is_deterministic(data_path):
     assert strip[0]["final_train_loss"] != strip[2]["final_train_loss"]
 
 
+@pytest.mark.slow   # trains twice; the fast tier trains each seed once
 def test_scan_steps_through_the_same_training_as_the_loop(data_path):
     # train_loop=scan runs the steps between two evaluations in one lax.scan: the same batches in the same order,
     # so the same training up to float rounding. 25 steps, evaluations every 10: chunks of 10, 10 and 5

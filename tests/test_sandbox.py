@@ -135,6 +135,7 @@ def test_cpu_limit_is_timeout():
     assert res.wall_s < 10
 
 
+@pytest.mark.slow   # burns a CPU budget twice
 def test_a_pooled_trusted_worker_gives_each_request_its_own_cpu_budget():
     # the trusted stage of MNIST-1D and CLRS (where children train) runs on pooled workers: sandbox.cpu_s must cap
     # each request, not the worker's whole life (RLIMIT_CPU counts that)

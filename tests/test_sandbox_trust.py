@@ -151,6 +151,7 @@ def test_trusted_check_refuses_custom_calls_that_jax_was_told_to_allow():
         deserialize("not a module", "apply")
 
 
+@pytest.mark.slow   # waits out a 12 s timeout, then trains twice
 def test_a_module_that_never_finishes_times_out_and_its_trusted_worker_is_replaced(data_path):
     from evo.sandbox import runner as sandbox
 

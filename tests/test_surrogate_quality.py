@@ -176,6 +176,7 @@ def test_pooled_archives_embed_each_program_once_and_no_cache_writes_nothing(min
 
 # ---------------------------------------------------------------- the command line
 
+@pytest.mark.slow   # trains a real archive first
 def test_cli_writes_the_table_json_and_plot_for_a_real_archive(tmp_path):
     run = make_archive(tmp_path / "run", programs(30, seed=2), seeds=2)
     out = tmp_path / "out"

@@ -406,6 +406,7 @@ def test_multirun_group_is_the_sweep_folder(cfg_factory):
     assert not HydraConfig.initialized()
 
 
+@pytest.mark.slow   # a whole search subprocess
 def test_a_search_that_raises_closes_its_wandb_run_as_failed(cfg_factory, tmp_path, wandb_env, tiny_lm_dir):
     """The LM folder has a config but no weights: the pre-compute check passes, the search raises when it
     loads the LM after scoring the seeds. The W&B run is closed with exit code 1 (not left open for the next
