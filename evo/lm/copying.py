@@ -32,7 +32,6 @@ import re
 from typing import Sequence
 
 _SPACE = re.compile(r"\s+")
-_LONGEST = 64   # longer than any squashed token of the code LMs here (Gemma's longest code pieces are ~30 chars)
 
 
 def squash(text: str) -> str:
@@ -86,13 +85,15 @@ class CopyPenalty:
                 continue
             penalty = self.multiplier * self.base ** min(lengths[row] - self.after, 60)
             written = squash(texts[row])
-            # The next pieces that stay on a copy: the prefixes of what each open copy has after the written text
-            # (as many as there are copies times a piece's length, not candidates times copies).
-            ahead = {t[len(written):len(written) + _LONGEST] for t in self.open[row] if t.startswith(written)}
-            on_copy = {a[:i] for a in ahead for i in range(1, len(a) + 1)}
             k = min(self.candidates, scores.shape[1])
             columns = torch.topk(scores[pos], k).indices.tolist()
-            hit = [col for col in columns if self.piece(int(keep[col]) if keep is not None else col) in on_copy]
+            pieces = [self.piece(int(keep[col]) if keep is not None else col) for col in columns]
+            # The pieces that stay on a copy: prefixes of what each open copy has next, up to the longest
+            # candidate (copies x a piece's length of work, not candidates x copies).
+            longest = max(map(len, pieces), default=0)
+            ahead = {t[len(written):len(written) + longest] for t in self.open[row] if t.startswith(written)}
+            on_copy = {a[:i] for a in ahead for i in range(1, len(a) + 1)}
+            hit = [col for col, piece in zip(columns, pieces) if piece in on_copy]
             if hit:
                 scores[pos, torch.tensor(hit, device=scores.device)] -= penalty
                 self.penalised_steps[row] += 1
