@@ -43,7 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "outputs" / "benchmarks" / "surrogate_efficiency"
 # The demo's operator settings (conf/experiment/demo.yaml: 2 prompts x 8 samples a round, children
 # trained 2000 steps), 6 rounds, and a 2-minute wall per child (a normal child takes 5-15 s here).
-PROTOCOL = ["experiment=demo", "search.rounds=6", "sandbox.timeout_s=120", "progress=false"]
+# The operator is held at the demo's of the time it was measured (unconstrained, no copy penalty; the demo samples
+# under the grammar since 2026-12-01), so that its runs resume and repeat.
+PROTOCOL = ["experiment=demo", "search.rounds=6", "sandbox.timeout_s=120", "progress=false",
+            "crossmut.constrain=none", "crossmut.resample_copies=0", "lm.copy_penalty=0"]
 # Statuses of a child that reached training: trained to the end (ok, filtered) or failed while training
 # (timeout, memory and crashes are counted here even when they struck earlier: the conservative side).
 # Build, shape and batch-dependence failures end in the sandbox's cheap checks, before any training.

@@ -101,5 +101,5 @@ def test_known_completions_are_what_the_prefill_continues():
 def test_avoid_known_without_the_penalty_fails_before_compute(cfg_factory):
     from evo.config import ConfigError, validate
     with pytest.raises(ConfigError, match=r"crossmut\.avoid_known.*Fix: pass lm\.copy_penalty=1"):
-        validate(cfg_factory("experiment=demo", "crossmut.avoid_known=true"), needs_lm=False)
-    validate(cfg_factory("experiment=demo", "crossmut.avoid_known=true", "lm.copy_penalty=1"), needs_lm=False)
+        validate(cfg_factory("crossmut.avoid_known=true"), needs_lm=False)   # the penalty is off by default
+    validate(cfg_factory("crossmut.avoid_known=true", "lm.copy_penalty=1"), needs_lm=False)

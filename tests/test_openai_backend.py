@@ -238,3 +238,17 @@ def test_hydra_config_instantiates_the_backend(cfg_factory):
         assert getattr(backend, key) == yaml[key], key
     assert backend.stop_strings == [] and backend.extra_body == {}
     assert type(backend.stop_strings) is list and type(backend.extra_body) is dict  # JSON-ready
+
+
+def test_the_demo_runs_on_a_server_and_says_once_that_the_copy_penalty_is_not_applied(cfg_factory, caplog):
+    """experiment=demo turns the copy penalty on; a server backend cannot apply it (no logits), says so, and
+    the operator sends it no programs to avoid."""
+    from evo.config import validate
+    cfg = cfg_factory("experiment=demo", "lm=openai", "lm.model=m", "ablation=no_prompt_tuning",
+                      "crossmut.avoid_known=true")
+    validate(cfg, needs_lm=False)
+    with caplog.at_level(logging.WARNING, logger="evo.lm.openai"):
+        backend = instantiate(cfg.lm)
+    assert backend.copy_penalty == 1.0
+    assert sum("copy_penalty=1 is not applied" in r.getMessage() for r in caplog.records) == 1
+    assert not getattr(backend, "supports_copy_penalty", False)   # so CrossMut.sample sends it nothing to avoid

@@ -364,6 +364,7 @@ class HFCausalLM:
         return self._bad_words_cache[key] or None
 
     supports_grammar = True   # sample(grammar=...) constrains every token (llguidance)
+    supports_copy_penalty = True   # sample(avoid=...) widens the copy penalty (crossmut.avoid_known)
 
     @property
     def constraints(self) -> list[str]:

@@ -125,7 +125,8 @@ class OpenAICompatibleLM:
                  max_new_tokens: int = 160, top_p: float = 1.0, concurrency: int = 4,
                  timeout_s: float = 120.0, max_retries: int = 5, backoff_s: float = 1.0,
                  stop_strings: Sequence[str] = (), send_seed: bool = True, stream: bool = False,
-                 extra_body: Optional[dict] = None, grammar_field: Optional[str] = None):
+                 extra_body: Optional[dict] = None, grammar_field: Optional[str] = None,
+                 copy_penalty: float = 0.0):
         if endpoint not in ("completions", "chat"):
             raise ValueError(f"lm.endpoint={endpoint!r}: use 'completions' (base models) or 'chat'.")
         if not str(base_url).startswith(("http://", "https://")):
@@ -150,6 +151,13 @@ class OpenAICompatibleLM:
         self.grammar_unsupported = ("lm.grammar_field is unset (vLLM: lm.grammar_field=guided_grammar; llama.cpp's "
                                     "`grammar` field takes GBNF, not the Lark grammar evo's tasks declare)")
         self._grammar: Optional[str] = None
+        # The copy penalty (evo/lm/copying.py) edits logits token by token, which a server does not hand out:
+        # accepted so that presets that turn it on (experiment=demo) run here too, and said once.
+        self.copy_penalty = float(copy_penalty)
+        if self.copy_penalty > 0:
+            log.warning("lm %s: lm.copy_penalty=%g is not applied: it needs the model's logits at every token, which "
+                        "an OpenAI-compatible server does not return (the local hf backends apply it)",
+                        self.name, self.copy_penalty)
         self.url = self.base_url + ("/completions" if endpoint == "completions" else "/chat/completions")
         self._warned_bad_words = False
         self._jitter = random.Random()  # private: backoff jitter must not consume the search's RNG

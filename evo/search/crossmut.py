@@ -148,7 +148,7 @@ class CrossMut:
         rules = self.rules(task)
         grammar = self.grammar_for(lm, task)
         extra = {"grammar": grammar} if grammar is not None else {}
-        if self.avoid_known and known:
+        if self.avoid_known and known and getattr(lm, "supports_copy_penalty", False):
             extra["avoid"] = self.known_completions(task, known)
         completions = lm.sample(prompt, temperatures, seed=seed, stop=ClassStop(task.prefill, rules),
                                 bad_words=[*self.banned_words, *task.banned_words], **extra)
