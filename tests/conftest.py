@@ -24,14 +24,17 @@ from evo.config import compose_config
 from runs import run_ablation_sweep, run_search
 
 
-def compose_cfg(overrides=(), tmp_path=None):
-    return compose_config(overrides)
+def second_mode_slow(modes, bwrap_ok: bool):
+    """``modes`` (isolation modes as pytest params, bwrap first) for the fast tier (-m "not slow") to run one of:
+    the second is marked slow where bwrap works, so the whole suite runs both and the fast tier the first."""
+    bwrap, other = modes
+    return [bwrap, pytest.param(*other.values, id=other.id, marks=(*other.marks, *([pytest.mark.slow] if bwrap_ok else [])))]
 
 
 @pytest.fixture
 def cfg_factory(tmp_path):
     def make(*overrides):
-        return compose_cfg([f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", *overrides])
+        return compose_config([f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", *overrides])
     return make
 
 

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import compose_cfg  # noqa: E402
+from evo.config import compose_config  # noqa: E402
 from evo import outcome  # noqa: E402
 from evo.outcome import ChildFailure  # noqa: E402
 from evo.search.program import check_static  # noqa: E402
@@ -59,7 +59,7 @@ def tiny_task(tmp_path_factory):
     """The composed tiny CLRS config, its task and its prepared data (generated once, by the task's own
     subprocess) in a cache folder shared by this module's sandbox and command-line tests."""
     cache = tmp_path_factory.mktemp("clrs_cache")
-    cfg = compose_cfg([f"cache_dir={cache}", f"run_dir={cache / 'run'}", *TINY_CLRS])
+    cfg = compose_config([f"cache_dir={cache}", f"run_dir={cache / 'run'}", *TINY_CLRS])
     task = instantiate(cfg.task)
     return cfg, task, task.prepare(cache)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from evo.tasks.clrs.harness import CHILD_ENV  # light: dm-clrs and jax are imported lazily
 
 import attack_children  # noqa: E402
+from conftest import second_mode_slow  # noqa: E402
 import pytest  # noqa: E402
 
 from evo import outcome  # noqa: E402
@@ -33,9 +34,7 @@ TRAIN = {"steps": 2, "batch_size": 4, "eval_batch_size": 8, "hidden_dim": HIDDEN
 BWRAP_OK, BWRAP_WHY = _bwrap_usable()
 MODES = [pytest.param("bwrap", id="bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason=f"needs bubblewrap: {BWRAP_WHY}")),
          pytest.param("none", id="none")]
-# The fast tier (-m "not slow") runs each attack under bwrap where bwrap works, else without; the whole suite both.
-SLOW_NONE = [MODES[0], pytest.param(*MODES[1].values, id=MODES[1].id,
-                                    marks=(*MODES[1].marks, *([pytest.mark.slow] if BWRAP_OK else [])))]
+SLOW_NONE = second_mode_slow(MODES, BWRAP_OK)   # the fast tier: bwrap where it works, else none
 V1 = (REPO / "seeds" / "clrs" / "v1.py").read_text()
 # One linear layer over the edge features: (16 + 1) x 16 parameters in the triplet function.
 TRIPLET = '''

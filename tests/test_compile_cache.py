@@ -18,6 +18,7 @@ from evo.sandbox.runner import (SandboxLimits, _bwrap_usable, _landlock_abi, clo
                                 run_in_sandbox)
 from evo.tasks.mnist1d.data import make_splits, save_splits
 from evo.tasks.mnist1d.harness import CHILD_ENV
+from conftest import second_mode_slow
 
 ENTRY = "evo.tasks.mnist1d.harness:evaluate_source"
 TRAIN = {"steps": 20, "eval_every": 10}
@@ -25,9 +26,7 @@ BWRAP_OK, BWRAP_WHY = _bwrap_usable()
 MODES = [pytest.param("bwrap", id="bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason=f"needs bubblewrap: {BWRAP_WHY}")),
          pytest.param("none", id="none-landlock", marks=pytest.mark.skipif(
              not _landlock_abi(), reason="needs Landlock (kernel >= 5.13 and landlockpy): without it the cache is off"))]
-# The fast tier (-m "not slow") runs the bwrap case where bwrap works, else the other; the whole suite both.
-SLOW_NONE = [MODES[0], pytest.param(*MODES[1].values, id=MODES[1].id,
-                                    marks=(*MODES[1].marks, *([pytest.mark.slow] if BWRAP_OK else [])))]
+SLOW_NONE = second_mode_slow(MODES, BWRAP_OK)   # the fast tier: bwrap where it works, else none
 MODEL = '''
 import flax.linen as nn
 

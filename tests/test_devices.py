@@ -222,16 +222,16 @@ def test_bwrap_cpu_child_gets_no_device_files():
 
 # ------------------------------------------------------------------------ evaluator=local
 
-def test_local_evaluator_cpu_path_unchanged(tmp_path):
+def test_local_evaluator_cpu_path_unchanged():
     """On this machine (no GPU) the composed evaluator=local is today's: CPU slots, the same FilterAndEval
     object for every child, no GPU environment or device files."""
-    from conftest import compose_cfg
+    from evo.config import compose_config
     from hydra.utils import instantiate
 
     from evo.search.evaluators import LocalEvaluator, default_workers, evaluate_for_slot
     if HAS_GPU:
         pytest.skip("this machine has a GPU: the CPU path is checked with evaluator.device=cpu below")
-    cfg = compose_cfg([], tmp_path)
+    cfg = compose_config([])
     ev = instantiate(cfg.evaluator)
     assert isinstance(ev, LocalEvaluator) and not ev.plan.on_gpu
     assert ev.workers == default_workers(int(cfg.evaluator.reserve_cores))
@@ -257,17 +257,17 @@ def test_gpu_slot_evaluate_gets_env_and_devices(tmp_path):
     assert gpu.limits.address_space is False and base.limits.address_space is True
 
 
-def test_the_lm_is_told_its_share_of_gpu_0_when_children_share_it(tmp_path, tiny_lm_dir, caplog):
+def test_the_lm_is_told_its_share_of_gpu_0_when_children_share_it(tiny_lm_dir, caplog):
     """The search's LM loader (evo.run.load_lm) hands the LM the share the device plan keeps for it: here the plan of
     a 1-GPU machine with 4 children on it (0.25 for the LM). The tiny LM is on this CPU, so it has nothing to cap,
     and says so; evaluator.device=cpu plans no share, and the LM is not asked."""
     import logging
 
-    from conftest import compose_cfg
+    from evo.config import compose_config
     from hydra.utils import instantiate
 
     from evo.run import load_lm
-    cfg = compose_cfg(["lm=hf", f"lm.model={tiny_lm_dir}", "evaluator.device=cpu"], tmp_path)
+    cfg = compose_config(["lm=hf", f"lm.model={tiny_lm_dir}", "evaluator.device=cpu"])
     ev = instantiate(cfg.evaluator)
     with caplog.at_level(logging.INFO, logger="evo"):
         load_lm(cfg.lm, ev)
@@ -296,13 +296,13 @@ def test_the_lm_on_a_gpu_keeps_to_its_share(tiny_lm_dir):
 @needs_gpu
 def test_real_gpu_child_trains_on_its_gpu(tmp_path):
     """On a GPU machine: a seed child through evaluator=local's GPU slot trains on CUDA."""
-    from conftest import compose_cfg
+    from evo.config import compose_config
     from hydra.utils import instantiate
 
     from evo.search.evaluators import evaluate_for_slot
     from evo.search.filter_eval import FilterAndEval
     from evo.sandbox.runner import SandboxLimits as Limits
-    cfg = compose_cfg(["task.train_steps=200", "task.eval_every=100", "evaluator.device=gpu"], tmp_path)
+    cfg = compose_config(["task.train_steps=200", "task.eval_every=100", "evaluator.device=gpu"])
     task = instantiate(cfg.task)
     prepared = task.prepare(tmp_path)
     base = FilterAndEval(task, prepared, Limits(timeout_s=600, memory_mb=None), alpha=1.0)

@@ -154,11 +154,9 @@ def test_packaged_gemma_writes_flax_children():
 
 CODEGEN_SCRIPT = r"""
 import sys, json
-sys.path.insert(0, "tests")
 from hydra.utils import instantiate
-from conftest import compose_cfg
-from evo.config import validate
-cfg = compose_cfg(["lm=codegen", "lm.max_new_tokens=12", "run_dir=" + sys.argv[1], "cache_dir=" + sys.argv[1]])
+from evo.config import compose_config, validate
+cfg = compose_config(["lm=codegen", "lm.max_new_tokens=12", "run_dir=" + sys.argv[1], "cache_dir=" + sys.argv[1]])
 validate(cfg)
 lm = instantiate(cfg.lm)
 out = lm.sample("class Model(nn.Module):", [0.6, 1.0], seed=0)

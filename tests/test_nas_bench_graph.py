@@ -129,8 +129,8 @@ def test_bad_input_fails_before_compute(cfg_factory):
         Architecture((0, 1, 2, 3), ("skip",) * 4).key()
     # the package missing: the same check in a process where importing it fails
     probe = ("import sys; sys.modules['nas_bench_graph'] = None\n"
-             "sys.path.insert(0, 'tests')\nfrom conftest import compose_cfg\nfrom evo.config import validate, ConfigError\n"
-             "try:\n    validate(compose_cfg(['task=nas_bench_graph']), needs_lm=False)\n"
+             "from evo.config import compose_config, validate, ConfigError\n"
+             "try:\n    validate(compose_config(['task=nas_bench_graph']), needs_lm=False)\n"
              "except ConfigError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
     assert "pip install nas-bench-graph" in out and "Fix:" in out

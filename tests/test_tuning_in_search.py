@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import compose_cfg
+from evo.config import compose_config
 from runs import REPO, TUNABLE, rows, search_cmd
 
 pytest.importorskip("peft")
@@ -60,7 +60,7 @@ def test_next_round_samples_with_the_saved_prompt(reference, tiny_lm_dir):
     from omegaconf import OmegaConf
 
     run_dir, cache = reference
-    cfg = compose_cfg(["lm=hf", f"lm.model={tiny_lm_dir}", *TUNABLE, f"run_dir={run_dir}", f"cache_dir={cache}"])
+    cfg = compose_config(["lm=hf", f"lm.model={tiny_lm_dir}", *TUNABLE, f"run_dir={run_dir}", f"cache_dir={cache}"])
     prompt = rows(run_dir, "SELECT * FROM prompts WHERE round = 1 AND prompt_index = 0")[0]
     stored = rows(run_dir, "SELECT temperature, raw_completion FROM children WHERE prompt_id = ? AND attempt = 0 "
                            "ORDER BY sample_index", (prompt["id"],))
