@@ -248,7 +248,9 @@ def test_child_cannot_read_a_secret_of_the_search_process(isolation, tmp_path):
 
     secret = "sk-evo-test-" + secrets.token_hex(16)
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    env = {**os.environ, "OPENAI_API_KEY": secret, "WANDB_API_KEY": secret}
+    repo = os.path.dirname(tests_dir)   # this checkout's evo, whatever is installed (it runs in tmp_path)
+    env = {**os.environ, "OPENAI_API_KEY": secret, "WANDB_API_KEY": secret,
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", SEARCH, isolation, secret, SECRET_HUNTER, tests_dir],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
