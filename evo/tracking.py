@@ -10,9 +10,7 @@ mirrors it somewhere people compare runs:
 
 from __future__ import annotations
 
-import configparser
 import logging
-import netrc
 import os
 import re
 import shlex
@@ -21,7 +19,6 @@ import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
-from urllib.parse import urlsplit
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -61,7 +58,6 @@ COST_KEYS = ("lm_tokens_in", "lm_tokens_out", "lm_seconds", "train_seconds_cpu",
              "eval_seconds")   # children columns of the cost ledger; tuning is handled apart (see _cost_metrics)
 META_RUN_ID = "wandb_run_id"          # archive meta: the W&B run this archive logs to (kept across resumes)
 META_LAST_ROUND = "wandb_last_round"  # archive meta: the last round logged to it (-1: the seeds)
-DEFAULT_BASE_URL = "https://api.wandb.ai"
 
 # Values this module put into os.environ, so a later run in the same process (Hydra's basic launcher
 # runs --multirun jobs one after another in one process) can tell them from values the user exported.
@@ -107,19 +103,22 @@ class WandbLogger:
 
     # -- mode ------------------------------------------------------------------------------------
     def resolve_mode(self) -> tuple[str, str]:
-        """(online | offline | disabled, why). ``auto``: WANDB_MODE if the user exported it, else online
-        when a key is found (WANDB_API_KEY, or a netrc entry for the W&B host), else offline."""
+        """(online | offline | disabled, why). ``auto``: WANDB_MODE if the user exported it, else online when
+        wandb finds a credential (its own lookup: WANDB_API_KEY, an identity token file, its settings file or a
+        netrc entry for its host), else offline."""
         if self.mode != "auto":
             return self.mode, f"logger.mode={self.mode}"
         exported = os.environ.get("WANDB_MODE", "").strip().lower()
         exported = {"dryrun": "offline", "run": "online"}.get(exported, exported)
         if exported in ("online", "offline", "disabled"):
             return exported, f"WANDB_MODE={exported} is exported"
-        found = _credentials()
-        if found:
-            return "online", f"a W&B API key was found ({found})"
-        return "offline", (f"no W&B API key: WANDB_API_KEY is unset and {_netrc_path()} has no entry for "
-                           f"{urlsplit(_base_url()).netloc}")
+        wandb = _import_wandb()
+        # prompt=False: never ask (a SLURM job has no terminal), and leave the session and settings as they are
+        # when nothing is found; verify=False: no round trip to the server just to choose the mode.
+        if wandb.login(prompt=False, verify=False):
+            return "online", "wandb found a W&B credential"
+        return "offline", ("no W&B credential: wandb found none (WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE, "
+                           "its settings file, a netrc entry: `wandb login` writes one)")
 
     # -- the three calls -------------------------------------------------------------------------
     def start(self, cfg: DictConfig, run_dir: Path, archive: Archive, resumed: bool) -> None:
@@ -127,12 +126,7 @@ class WandbLogger:
         if mode == "disabled":   # as logger=none: wandb is not even imported, nothing is written or stored
             log.info("W&B: disabled (%s)", why)
             return
-        try:
-            import wandb   # optional and slow to import: only for a run that logs
-        except ImportError as exc:
-            raise ImportError(f"logger=wandb needs the wandb package, which cannot be imported ({exc}). "
-                              "Fix: pip install wandb, or pass logger=none.") from exc
-        self._wandb = wandb
+        self._wandb = wandb = _import_wandb()
         run_dir = Path(run_dir).resolve()
         stored_id = archive.get_meta(META_RUN_ID)
         last = archive.get_meta(META_LAST_ROUND)
@@ -488,41 +482,14 @@ def _user_env(key: str) -> Optional[str]:
     return None if not value or value == _OWN_ENV.get(key) else value
 
 
-def _netrc_path() -> Path:
-    """The netrc file wandb reads (same rules: NETRC, else ~/.netrc, else ~/_netrc)."""
-    if os.environ.get("NETRC"):
-        return Path(os.environ["NETRC"]).expanduser()
-    for name in (".netrc", "_netrc"):
-        if (Path.home() / name).exists():
-            return Path.home() / name
-    return Path.home() / ".netrc"
-
-
-def _base_url() -> str:
-    """The W&B server: WANDB_BASE_URL, else the base_url of wandb's settings file (``wandb login
-    --host``), else the public cloud."""
-    if os.environ.get("WANDB_BASE_URL"):
-        return os.environ["WANDB_BASE_URL"]
-    settings = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb") / "settings"
+def _import_wandb():
+    """wandb, or an ImportError that names the fix."""
     try:
-        parser = configparser.ConfigParser()
-        parser.read(settings)
-        return parser.get("default", "base_url", fallback=DEFAULT_BASE_URL) or DEFAULT_BASE_URL
-    except (configparser.Error, OSError):
-        return DEFAULT_BASE_URL
-
-
-def _credentials() -> Optional[str]:
-    """Where a W&B credential was found, or None."""
-    for key in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
-        if os.environ.get(key):
-            return key
-    path = _netrc_path()
-    try:
-        creds = netrc.netrc(str(path)).authenticators(urlsplit(_base_url()).netloc)
-    except (OSError, netrc.NetrcParseError):
-        return None
-    return f"{path}" if creds and creds[2] else None
+        import wandb   # optional (pip install wandb) and slow to import: only for a run that logs
+    except ImportError as exc:
+        raise ImportError(f"logger=wandb needs the wandb package, which cannot be imported ({exc}). "
+                          "Fix: pip install wandb, or pass logger=none.") from exc
+    return wandb
 
 
 def _sqlite_copy(src: Path, dst: Path) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from evo.archive import Archive
 from evo.config import ConfigError
 from evo.run import CONF_DIR
 from evo.tracking import META_LAST_ROUND, META_RUN_ID, NoLogger, WandbLogger
+from runs import REPO
 
 pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2 as pb  # noqa: E402
@@ -297,24 +299,18 @@ def test_resumed_run_keeps_the_run_and_logs_each_round_once(cfg_factory, tmp_pat
     archive.close()
 
 
+def auto_mode_of_a_new_process() -> list:
+    """What ``logger.mode=auto`` resolves to in a fresh process with this environment. Fresh, since a credential
+    wandb has found stays in its session for the rest of the process (as it should within one run)."""
+    code = "import json; from evo.tracking import WandbLogger; print(json.dumps(WandbLogger(mode='auto').resolve_mode()))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_auto_mode_is_offline_without_a_key_and_online_with_one(wandb_env, monkeypatch, caplog, cfg_factory,
                                                                  tmp_path):
-    logger = WandbLogger(mode="auto")
-    assert logger.resolve_mode()[0] == "offline"
-    (wandb_env / ".netrc").write_text("machine example.org login x password y\n")
-    assert logger.resolve_mode()[0] == "offline"               # an entry for another host is no key
-    (wandb_env / ".netrc").write_text(f"machine api.wandb.ai login user password {'a' * 40}\n")
-    assert logger.resolve_mode() == ("online", f"a W&B API key was found ({wandb_env / '.netrc'})")
-    (wandb_env / ".netrc").unlink()
-    monkeypatch.setenv("WANDB_API_KEY", "b" * 40)
-    assert logger.resolve_mode()[0] == "online"
-    monkeypatch.setenv("WANDB_MODE", "disabled")                # an exported WANDB_MODE wins under auto
-    assert logger.resolve_mode()[0] == "disabled"
-    assert WandbLogger(mode="offline").resolve_mode()[0] == "offline"
-
     # auto without a key starts a real offline run and says how to upload it
-    monkeypatch.delenv("WANDB_API_KEY")
-    monkeypatch.delenv("WANDB_MODE")
     run_dir = tmp_path / "run"
     archive = build_archive(run_dir)
     auto = WandbLogger(mode="auto", log_artifacts=False, log_children_table=False)
@@ -323,8 +319,20 @@ def test_auto_mode_is_offline_without_a_key_and_online_with_one(wandb_env, monke
         auto.finish(archive, run_dir, {})
     assert auto._run is None and len(offline_runs(run_dir)) == 1
     assert f"wandb sync {run_dir.resolve() / 'wandb'}/offline-run-*-{archive.get_meta(META_RUN_ID)}*" in caplog.text
-    assert "logging offline (no W&B API key: WANDB_API_KEY is unset" in caplog.text
+    assert "logging offline (no W&B credential: wandb found none" in caplog.text
     archive.close()
+
+    # wandb's own credential lookup decides, in each new run process
+    (wandb_env / ".netrc").write_text("machine example.org login x password y\n")
+    assert auto_mode_of_a_new_process()[0] == "offline"             # an entry for another host is no key
+    (wandb_env / ".netrc").write_text(f"machine api.wandb.ai login user password {'a' * 40}\n")
+    assert auto_mode_of_a_new_process() == ["online", "wandb found a W&B credential"]   # read through NETRC
+    (wandb_env / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "b" * 40)
+    assert auto_mode_of_a_new_process()[0] == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")                    # an exported WANDB_MODE wins under auto
+    assert WandbLogger(mode="auto").resolve_mode()[0] == "disabled"
+    assert WandbLogger(mode="offline").resolve_mode()[0] == "offline"
 
 
 def test_disabled_mode_writes_and_stores_nothing(cfg_factory, tmp_path, wandb_env):
