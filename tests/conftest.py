@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # `python -m pytest` runs one pytest-xdist worker per core (addopts in pyproject.toml). Each worker, and every search,
 # child and server it starts, is pinned to a core of its own, so two workers never share one: a search inside a test
 # sees one core, keeps it for its LM and pins its children to it (evo.search.evaluators), as on a 1-core machine.
+# (Ask for more workers than cores, -n 8 on 2, and they share cores round-robin.)
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")   # gw0, gw1, ...; unset in one process (-n 0)
 if _WORKER and hasattr(os, "sched_setaffinity"):
     _cores = sorted(os.sched_getaffinity(0))
@@ -53,7 +54,8 @@ def cfg_factory(tmp_path):
 def once_per_run(tmp_path_factory, name: str, make):
     """``make(folder)``, once per test run: without xdist, in a fresh temporary folder; under xdist, the first worker
     to ask makes it in the run's shared temporary root while the others wait on a file lock, then all read the
-    result it pickled. A failure is pickled too, so no second worker repeats a failing search."""
+    result it pickled. A failure is recorded too (the first worker raises it), so no second worker repeats a
+    failing search."""
     if not _WORKER:
         return make(tmp_path_factory.mktemp(name))
     folder = tmp_path_factory.getbasetemp().parent / name
@@ -62,13 +64,15 @@ def once_per_run(tmp_path_factory, name: str, make):
         if not result.exists():
             folder.mkdir()
             try:
-                outcome = ("value", make(folder))
-            except BaseException as e:   # pytest.fail and a failed assert included: the waiting workers see it too
-                outcome = ("error", f"{type(e).__name__}: {e}")
-            result.write_bytes(pickle.dumps(outcome))
+                value = make(folder)
+            except (Exception, pytest.fail.Exception) as e:   # a failed assert or pytest.fail, not a Ctrl-C
+                result.write_bytes(pickle.dumps(("error", f"{type(e).__name__}: {e}")))
+                raise
+            result.write_bytes(pickle.dumps(("value", value)))
+            return value
         kind, value = pickle.loads(result.read_bytes())
     if kind == "error":
-        pytest.fail(f"{name} failed (made once for this run, by the first worker that asked): {value}")
+        pytest.fail(f"{name} failed in the worker that made it for this run: {value}")
     return value
 
 
@@ -93,7 +97,8 @@ def tiny_search(tiny_lm_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_search_alpha1(tiny_lm_dir, tmp_path_factory):
     """runs.TINY keeping every child that trains (alpha=1): the dataset export and the lineage page."""
-    return once_per_run(tmp_path_factory, "tiny_search_alpha1", lambda folder: run_search(folder, tiny_lm_dir, "search.alpha=1.0"))
+    return once_per_run(tmp_path_factory, "tiny_search_alpha1",
+                        lambda folder: run_search(folder, tiny_lm_dir, "search.alpha=1.0"))
 
 
 @pytest.fixture(scope="session")
